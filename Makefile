@@ -1,0 +1,39 @@
+# prodcat developer targets. `make help` lists them.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+
+.PHONY: help install test test-all lint demo bench serve clean
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+install:  ## create .venv and install prodcat with dev tools (torch CPU wheel pinned)
+	python3 -m venv $(VENV)
+	$(PIP) install torch==2.13.0 -e '.[dev]'
+
+test:  ## fast test suite (what CI runs)
+	$(VENV)/bin/pytest
+
+test-all:  ## every test, slow ones included
+	$(VENV)/bin/pytest -m ''
+
+lint:  ## ruff + mypy
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/mypy
+
+demo:  ## synthetic catalog, end to end
+	$(VENV)/bin/prodcat demo --out demo-output
+
+bench:  ## all benchmarks on ../shared/data (long; figures go to docs/benchmarks.md by hand)
+	$(PY) benchmarks/bench_fusion.py
+	$(PY) benchmarks/bench_text.py
+	$(PY) benchmarks/bench_image.py
+	$(PY) benchmarks/bench_noise.py
+
+serve:  ## serve a trained model: make serve MODEL=path/to/model
+	$(VENV)/bin/prodcat serve $(MODEL)
+
+clean:  ## remove build and demo outputs
+	rm -rf build dist *.egg-info demo-output .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,365 @@
+"""Catalog schema and readers: CSV / TSV / Parquet with a column mapping, and the Rakuten challenge layout.
+
+Every reader returns the same in-memory schema (a DataFrame) plus a :class:`ReadReport`:
+
+=============  ==========================================================================
+``id``         str, unique
+``title``      str, cleaned (may be "")
+``description`` str, cleaned (may be "")
+``image``      str absolute path, or None when the row names no image
+``label``      str, or None for unlabelled catalogs
+...            passthrough columns, unchanged
+=============  ==========================================================================
+
+Fatal problems (missing columns, duplicate ids, empty labels, undecodable text) raise :class:`CatalogError` naming
+the rows. Missing image files and empty texts are not fatal: they are counted in the report and the row is kept as a
+product with a missing modality.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from prodcat.text.clean import clean_text, join_texts
+
+SCHEMA = ("id", "title", "description", "image", "label")
+TITLE_CANDIDATES = ("title", "designation", "name", "product_name", "product_title")
+DESCRIPTION_CANDIDATES = ("description", "desc", "product_description")
+LABEL_CANDIDATES = ("label", "prdtypecode", "category", "class")
+IMAGE_CANDIDATES = ("image", "image_path", "img", "image_file")
+ID_CANDIDATES = ("id", "productid", "product_id", "sku")
+RAKUTEN_FILES = {"train": ("X_train_update.csv", "Y_train_CVw08PX.csv"), "test": ("X_test_update.csv", None)}
+MAX_ROWS_IN_MESSAGE = 5
+
+
+class CatalogError(ValueError):
+    """A catalog cannot be read as given; the message names the file, column and rows at fault."""
+
+
+@dataclass
+class ReadReport:
+    """What the reader found. Row lists hold ids (at most a few are printed, all are kept)."""
+
+    source: str
+    n_rows: int = 0
+    missing_image: list[str] = field(default_factory=list)
+    empty_text: list[str] = field(default_factory=list)
+    no_image_column: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+    def summary_lines(self) -> list[str]:
+        lines = [f"{self.n_rows} products read from {self.source}"]
+        if self.no_image_column:
+            lines.append("no image column: text-only catalog")
+        elif self.missing_image:
+            lines.append(
+                f"{len(self.missing_image)} image files missing (kept, text only): {_some(self.missing_image)}"
+            )
+        if self.empty_text:
+            lines.append(
+                f"{len(self.empty_text)} products with empty text (kept, image only): {_some(self.empty_text)}"
+            )
+        return lines + self.warnings
+
+
+def _some(ids: Sequence[object]) -> str:
+    shown = ", ".join(str(i) for i in ids[:MAX_ROWS_IN_MESSAGE])
+    return shown + (
+        f" ... (+{len(ids) - MAX_ROWS_IN_MESSAGE} more)" if len(ids) > MAX_ROWS_IN_MESSAGE else ""
+    )
+
+
+def _decode_bytes(raw: bytes, path: Path, encoding: str | None) -> str:
+    if encoding:
+        try:
+            return raw.decode(encoding)
+        except (UnicodeDecodeError, LookupError) as e:
+            raise CatalogError(f"{path}: cannot decode as {encoding}: {e}") from e
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise CatalogError(
+            f"{path}: line {line} is not valid UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start}); "
+            "if the file uses another encoding pass it, e.g. --encoding cp1252"
+        ) from e
+
+
+def read_table(path: str | Path, *, encoding: str | None = None) -> pd.DataFrame:
+    """Read a CSV, TSV or Parquet file into a DataFrame of strings (Parquet keeps its types)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CatalogError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        return pd.read_parquet(path)
+    if suffix not in (".csv", ".tsv", ".txt"):
+        raise CatalogError(f"{path}: unsupported catalog format {suffix!r} (use .csv, .tsv or .parquet)")
+    text = _decode_bytes(path.read_bytes(), path, encoding)
+    sep = "\t" if suffix == ".tsv" else None
+    if sep is None:
+        try:
+            sep = csv.Sniffer().sniff(text[:20000], delimiters=",;\t|").delimiter
+        except csv.Error:
+            sep = ","
+    try:
+        return pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, na_values=[""])
+    except pd.errors.ParserError as e:
+        raise CatalogError(f"{path}: malformed table: {e}") from e
+
+
+def _pick(
+    columns: Sequence[str], wanted: str | None, candidates: Sequence[str], role: str, path: Path
+) -> str | None:
+    if wanted is not None:
+        if wanted not in columns:
+            raise CatalogError(
+                f"{path}: {role} column {wanted!r} not found; columns are: {', '.join(map(str, columns))}"
+            )
+        return wanted
+    lower = {str(c).lower(): c for c in columns}
+    return next((lower[c] for c in candidates if c in lower), None)
+
+
+def _row_names(df: pd.DataFrame, mask: np.ndarray) -> str:
+    rows = np.flatnonzero(mask)
+    return _some([f"row {r} (id={df['id'].iat[int(r)]})" for r in rows])
+
+
+def normalise(
+    raw: pd.DataFrame,
+    *,
+    source: Path,
+    base_dir: Path | None,
+    text_columns: Sequence[str] | None = None,
+    label_column: str | None = None,
+    image_column: str | None = None,
+    id_column: str | None = None,
+    require_label: bool = False,
+) -> tuple[pd.DataFrame, ReadReport]:
+    """Map a raw table onto the catalog schema, clean texts, resolve image paths and validate."""
+    cols = [str(c) for c in raw.columns]
+    raw = raw.set_axis(cols, axis=1).reset_index(drop=True)
+    if text_columns:
+        texts = [_pick(cols, c, (), "text", source) for c in text_columns]
+    else:
+        title_col = _pick(cols, None, TITLE_CANDIDATES, "title", source)
+        if title_col is None:
+            raise CatalogError(
+                f"{source}: no title column found (looked for {', '.join(TITLE_CANDIDATES)}); "
+                f"name it with --text-columns; columns are: {', '.join(cols)}"
+            )
+        texts = [title_col, _pick(cols, None, DESCRIPTION_CANDIDATES, "description", source)]
+    texts = [t for t in texts if t is not None]
+    label_col = _pick(cols, label_column, LABEL_CANDIDATES, "label", source)
+    if require_label and label_col is None:
+        raise CatalogError(
+            f"{source}: no label column found (looked for {', '.join(LABEL_CANDIDATES)}); use --label-column"
+        )
+    image_col = _pick(cols, image_column, IMAGE_CANDIDATES, "image", source)
+    id_col = _pick(cols, id_column, ID_CANDIDATES, "id", source)
+
+    df = pd.DataFrame(index=raw.index)
+    df["id"] = raw[id_col].astype(str).str.strip() if id_col else raw.index.astype(str)
+    df["title"] = raw[texts[0]].map(clean_text)
+    rest = [raw[c].map(clean_text) for c in texts[1:]]
+    df["description"] = [join_texts(*parts) for parts in zip(*rest, strict=True)] if rest else ""
+    df["image"] = _resolve_images(raw[image_col], base_dir) if image_col else None
+    df["label"] = raw[label_col].map(_label_str) if label_col else None
+    used = set(texts) | {c for c in (label_col, image_col, id_col) if c}
+    for c in cols:
+        if c not in used and c not in SCHEMA:
+            df[c] = raw[c]
+    return df, _validate(df, source, has_label=label_col is not None, no_image_column=image_col is None)
+
+
+def _label_str(v: object) -> str | None:
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return None
+    s = str(v).strip()
+    if s.endswith(".0") and s[:-2].isdigit():  # Parquet/float-typed integer codes
+        s = s[:-2]
+    return s or None
+
+
+def _resolve_images(paths: pd.Series, base_dir: Path | None) -> list[str | None]:
+    out: list[str | None] = []
+    for p in paths:
+        if not isinstance(p, str) or not p.strip():
+            out.append(None)
+            continue
+        q = Path(p.strip()).expanduser()
+        if not q.is_absolute() and base_dir is not None:
+            q = base_dir / q
+        out.append(str(q.resolve()))
+    return out
+
+
+def _validate(df: pd.DataFrame, source: Path, *, has_label: bool, no_image_column: bool) -> ReadReport:
+    empty_id = (df["id"] == "") | df["id"].isna() | (df["id"].str.lower() == "nan")
+    if empty_id.any():
+        raise CatalogError(f"{source}: empty id in {_row_names(df, empty_id.to_numpy())}")
+    dup = df["id"].duplicated(keep=False).to_numpy()
+    if dup.any():
+        raise CatalogError(f"{source}: duplicate ids: {_row_names(df, dup)}")
+    if has_label:
+        no_label = df["label"].isna().to_numpy()
+        if no_label.any():
+            raise CatalogError(
+                f"{source}: empty label in {int(no_label.sum())} rows: {_row_names(df, no_label)}"
+            )
+    report = ReadReport(source=str(source), n_rows=len(df), no_image_column=no_image_column)
+    empty = (df["title"] == "") & (df["description"] == "")
+    report.empty_text = df.loc[empty, "id"].tolist()
+    if not no_image_column:
+        exists = [isinstance(p, str) and Path(p).is_file() for p in df["image"]]
+        report.missing_image = df.loc[~np.asarray(exists), "id"].tolist()
+    return report
+
+
+def read_catalog(
+    path: str | Path,
+    *,
+    text_columns: Sequence[str] | None = None,
+    label_column: str | None = None,
+    image_column: str | None = None,
+    id_column: str | None = None,
+    encoding: str | None = None,
+    split: str = "train",
+    require_label: bool = False,
+) -> tuple[pd.DataFrame, ReadReport]:
+    """Read a catalog file (CSV/TSV/Parquet) or a Rakuten challenge folder into the catalog schema.
+
+    Image paths relative to the catalog file's folder are resolved. ``text_columns``: the first is the title, the
+    others are joined (" - ") into the description. Without a mapping, common column names are recognised.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return read_rakuten(path, split=split, encoding=encoding, require_label=require_label)
+    raw = read_table(path, encoding=encoding)
+    return normalise(
+        raw,
+        source=path,
+        base_dir=path.parent.resolve(),
+        text_columns=text_columns,
+        label_column=label_column,
+        image_column=image_column,
+        id_column=id_column,
+        require_label=require_label,
+    )
+
+
+def read_rakuten(
+    folder: str | Path, *, split: str = "train", encoding: str | None = None, require_label: bool = False
+) -> tuple[pd.DataFrame, ReadReport]:
+    """Read the SIGIR 2020 eCom / Rakuten challenge layout as shipped.
+
+    ``X_<split>_update.csv`` (``,designation,description,productid,imageid``), for train also
+    ``Y_train_CVw08PX.csv`` (``,prdtypecode``), images at
+    ``images/image_<split>/image_<imageid>_product_<productid>.jpg``. Rows are joined on the unnamed index column.
+    """
+    folder = Path(folder)
+    if split not in RAKUTEN_FILES:
+        raise CatalogError(f"split must be one of {sorted(RAKUTEN_FILES)}, not {split!r}")
+    x_name, y_name = RAKUTEN_FILES[split]
+    if not (folder / x_name).is_file():
+        raise CatalogError(f"{folder}: not a Rakuten challenge folder (no {x_name})")
+    x = read_table(folder / x_name, encoding=encoding)
+    missing = [c for c in ("designation", "description", "productid", "imageid") if c not in x.columns]
+    if missing:
+        raise CatalogError(f"{folder / x_name}: missing columns {missing}")
+    x = x.rename(columns={x.columns[0]: "row"})
+    if y_name and (folder / y_name).is_file():
+        y = read_table(folder / y_name, encoding=encoding)
+        y = y.rename(columns={y.columns[0]: "row"})
+        if "prdtypecode" not in y.columns:
+            raise CatalogError(f"{folder / y_name}: missing column 'prdtypecode'")
+        unmatched = ~x["row"].isin(y["row"])
+        if unmatched.any():
+            rows = x.loc[unmatched, "row"].tolist()
+            raise CatalogError(f"{folder / y_name}: no label for X rows {_some(rows)}")
+        x = x.merge(y[["row", "prdtypecode"]], on="row", how="left", validate="one_to_one")
+    elif require_label:
+        raise CatalogError(f"{folder}: labels file {y_name} not found")
+    x["image"] = [
+        f"images/image_{split}/image_{i}_product_{p}.jpg"
+        for i, p in zip(x["imageid"], x["productid"], strict=True)
+    ]
+    return normalise(
+        x,
+        source=folder,
+        base_dir=folder.resolve(),
+        text_columns=["designation", "description"],
+        label_column="prdtypecode" if "prdtypecode" in x.columns else None,
+        image_column="image",
+        id_column="productid",
+        require_label=require_label,
+    )
+
+
+def product_text(df: pd.DataFrame) -> pd.Series:
+    """Title and description joined, the text most models read."""
+    return pd.Series(
+        [join_texts(t, d) for t, d in zip(df["title"], df["description"], strict=True)],
+        index=df.index,
+        name="text",
+    )
+
+
+def summarize(df: pd.DataFrame, *, decode: bool = False, progress: bool = True) -> dict[str, object]:
+    """Summary of a catalog: rows, class counts, missing texts/images and image size statistics.
+
+    Image headers are probed (cheap); with ``decode=True`` every image is fully decoded, which also finds
+    truncated or corrupt pixel data. Unreadable images are listed with their reason.
+    """
+    from tqdm.auto import tqdm
+
+    from prodcat.image.decode import decode_image, probe_image
+
+    sizes: list[tuple[int, int]] = []
+    bad: dict[str, str] = {}
+    for pid, path in tqdm(
+        zip(df["id"], df["image"], strict=True),
+        total=len(df),
+        desc="images",
+        disable=not progress,
+        leave=False,
+    ):
+        if not isinstance(path, str):  # None or NaN: the row names no image
+            bad[pid] = "no image given"
+            continue
+        if decode:
+            d = decode_image(path)
+            ok, size, reason = d.image is not None, d.size, d.reason
+        else:
+            ok, size, reason = probe_image(path)
+        if ok and size:
+            sizes.append(size)
+        else:
+            bad[pid] = reason or "unreadable"
+    labels = df["label"].dropna()
+    arr = np.asarray(sizes, dtype=np.int64).reshape(-1, 2)
+    stats = {
+        f"{q}_{dim}": int(np.percentile(arr[:, k], p)) if len(arr) else None
+        for q, p in (("min", 0), ("median", 50), ("max", 100))
+        for k, dim in enumerate(("width", "height"))
+    }
+    return {
+        "rows": len(df),
+        "classes": int(labels.nunique()),
+        "labelled": len(labels),
+        "class_counts": labels.value_counts().to_dict(),
+        "empty_title": int((df["title"] == "").sum()),
+        "empty_description": int((df["description"] == "").sum()),
+        "empty_text": int(((df["title"] == "") & (df["description"] == "")).sum()),
+        "images_ok": len(arr),
+        "images_unreadable": bad,
+        "image_size": stats,
+    }

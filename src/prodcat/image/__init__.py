@@ -1,0 +1,1 @@
+"""Image side: safe decoding, encoders and image classifiers."""

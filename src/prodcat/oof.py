@@ -1,0 +1,85 @@
+"""Out-of-fold class probabilities for any sklearn-style classifier.
+
+Every row's probabilities come from a model that never saw that row; a final model is then refit on all rows.
+These OOF probabilities feed label-noise detection and the fusion stage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import clone
+from tqdm.auto import tqdm
+
+from prodcat.splits import kfold_indices
+
+
+@dataclass
+class OOFResult:
+    """``proba`` (n, C) out-of-fold probabilities in ``classes`` order; ``folds`` (n,) fold id of each row;
+    ``estimator`` the model refit on all rows (None when ``refit=False``)."""
+
+    proba: np.ndarray
+    classes: np.ndarray
+    folds: np.ndarray
+    estimator: Any | None
+
+
+def _take(X: Any, idx: np.ndarray) -> Any:
+    if isinstance(X, pd.DataFrame | pd.Series):
+        return X.iloc[idx]
+    return X[idx]
+
+
+def align_proba(proba: np.ndarray, model_classes: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Re-order/expand ``proba`` (n, len(model_classes)) into ``classes`` order, zeros for absent classes."""
+    out = np.zeros((proba.shape[0], len(classes)), dtype=np.float64)
+    pos = {c: i for i, c in enumerate(classes)}
+    for j, c in enumerate(model_classes):
+        out[:, pos[c]] = proba[:, j]
+    return out
+
+
+def oof_predict_proba(
+    estimator: Any,
+    X: Any,
+    y: Any,
+    *,
+    n_splits: int = 5,
+    seed: int = 42,
+    refit: bool = True,
+    sample_weight: np.ndarray | None = None,
+    progress: bool = True,
+    desc: str = "folds",
+) -> OOFResult:
+    """K-fold (stratified, seeded) out-of-fold probabilities of a clone of ``estimator``.
+
+    Parameters
+    ----------
+    X : DataFrame or array, n rows; y : (n,) labels.
+    sample_weight : optional (n,) training weights (e.g. from label-noise down-weighting), used in fit only.
+
+    Returns
+    -------
+    OOFResult with ``proba`` (n, C), C = number of distinct labels in ``y`` (sorted).
+    """
+    y = np.asarray(y)
+    classes = np.unique(y)
+    proba = np.zeros((len(y), len(classes)), dtype=np.float64)
+    folds = np.full(len(y), -1, dtype=np.int64)
+    splits = list(kfold_indices(y, n_splits=n_splits, seed=seed))
+    for k, (tr, te) in enumerate(tqdm(splits, desc=desc, disable=not progress, leave=False)):
+        model = clone(estimator)
+        fit_kw = {} if sample_weight is None else {"sample_weight": sample_weight[tr]}
+        model.fit(_take(X, tr), y[tr], **fit_kw)
+        proba[te] = align_proba(model.predict_proba(_take(X, te)), model.classes_, classes)
+        folds[te] = k
+    final = None
+    if refit:
+        final = clone(estimator)
+        fit_kw = {} if sample_weight is None else {"sample_weight": sample_weight}
+        final.fit(X, y, **fit_kw)
+    return OOFResult(proba=proba, classes=classes, folds=folds, estimator=final)

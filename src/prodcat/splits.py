@@ -1,0 +1,48 @@
+"""Seeded stratified splits: the paper's 9:1 holdout and K-fold.
+
+Classes too small to stratify are handled rather than refused: a class with a single member always stays on the
+training side, and K is checked against the smallest class with a message naming it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+from sklearn.model_selection import StratifiedKFold, train_test_split
+
+
+def holdout_split(
+    labels: Sequence[object], *, test_size: float = 0.1, seed: int = 42
+) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified train/validation split. Returns ``(train_idx, val_idx)`` as sorted int arrays.
+
+    Singleton classes cannot be stratified; they are put in the training part.
+    """
+    y = np.asarray(labels, dtype=object)
+    idx = np.arange(len(y))
+    values, counts = np.unique(y.astype(str), return_counts=True)
+    singletons = np.isin(y.astype(str), values[counts < 2])
+    train_idx, val_idx = train_test_split(
+        idx[~singletons], test_size=test_size, random_state=seed, stratify=y[~singletons].astype(str)
+    )
+    return np.sort(np.concatenate([train_idx, idx[singletons]])), np.sort(val_idx)
+
+
+def kfold_indices(
+    labels: Sequence[object], *, n_splits: int = 5, seed: int = 42
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield ``(train_idx, test_idx)`` for a seeded stratified K-fold.
+
+    Raises ``ValueError`` naming the smallest class when it has fewer than ``n_splits`` members.
+    """
+    y = np.asarray(labels).astype(str)
+    values, counts = np.unique(y, return_counts=True)
+    if counts.min() < n_splits:
+        small = values[counts.argmin()]
+        raise ValueError(
+            f"class {small!r} has {counts.min()} product(s), fewer than n_splits={n_splits}; "
+            "lower the number of folds or drop that class"
+        )
+    skf = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    yield from skf.split(np.zeros(len(y)), y)

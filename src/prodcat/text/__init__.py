@@ -1,0 +1,1 @@
+"""Text side: cleaning, encoders and text classifiers."""

@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from prodcat.cli import app
+
+runner = CliRunner()
+
+
+def test_help_lists_commands() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for cmd in ("inspect", "demo"):
+        assert cmd in result.output
+
+
+def test_inspect_demo_catalog(demo_catalog: Path) -> None:
+    result = runner.invoke(app, ["inspect", str(demo_catalog), "--decode"])
+    assert result.exit_code == 0, result.output
+    assert "rows: 240" in result.output and "classes: 8" in result.output
+    assert (
+        "corrupt" in result.output or "not an image" in result.output or "missing/unreadable" in result.output
+    )
+
+
+def test_inspect_bad_column_is_a_clear_error(demo_catalog: Path) -> None:
+    result = runner.invoke(app, ["inspect", str(demo_catalog), "--label-column", "nope"])
+    assert result.exit_code == 2
+    assert "label column 'nope' not found" in result.output
+
+
+@pytest.mark.realdata
+def test_inspect_challenge_layout(shared_data: Path) -> None:
+    result = runner.invoke(app, ["inspect", str(shared_data / "rakuten" / "challenge_layout")])
+    assert result.exit_code == 0, result.output
+    assert "rows: 19" in result.output and "missing/unreadable: 0" in result.output
