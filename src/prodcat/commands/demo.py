@@ -29,8 +29,7 @@ def run_demo(out: Path, *, n_per_class: int = 60, seed: int = 0) -> dict[str, ob
     unreadable = summary["images_unreadable"]
     assert isinstance(unreadable, dict)
     typer.echo(
-        f"{summary['rows']} products, {summary['classes']} classes, "
-        f"{len(unreadable)} without a usable image"
+        f"{summary['rows']} products, {summary['classes']} classes, {len(unreadable)} without a usable image"
     )
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     typer.echo(f"summary written to {out / 'summary.json'}")
