@@ -26,11 +26,12 @@ lint:  ## ruff + mypy
 demo:  ## synthetic catalog, end to end
 	$(VENV)/bin/prodcat demo --out demo-output
 
-bench:  ## all benchmarks on ../shared/data (long; figures go to docs/benchmarks.md by hand)
+bench:  ## all benchmarks on ../shared/data (long); MODEL=bundle for the server one
 	$(PY) benchmarks/bench_fusion.py
 	$(PY) benchmarks/bench_text.py
 	$(PY) benchmarks/bench_image.py
 	$(PY) benchmarks/bench_noise.py
+	$(PY) benchmarks/bench_serve.py --model $(MODEL)
 
 serve:  ## serve a trained model: make serve MODEL=path/to/model
 	$(VENV)/bin/prodcat serve $(MODEL)

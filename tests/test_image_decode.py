@@ -173,6 +173,14 @@ def test_exif_orientation_is_applied(tmp_path: Path) -> None:
     assert probe_image(path) == (True, (20, 40), None)
 
 
+def test_exif_orientation_in_png(tmp_path: Path) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 8  # display = rotate 90 degrees counter-clockwise
+    path = _save(Image.new("RGB", (30, 10), (0, 128, 0)), tmp_path / "rot.png", exif=exif)
+    d = decode_image(path)
+    assert d.image is not None and d.image.size == d.size == (10, 30)
+
+
 def test_huge_dimensions_refused_from_header(tmp_path: Path) -> None:
     # 9000 x 9000 = 81 Mpx: over our limit, under Pillow's warning threshold. No pixel data exists, so a
     # "too large" answer proves the size was checked before decoding.
@@ -217,3 +225,19 @@ def test_any_prefix_of_a_jpeg_never_raises(cut: int) -> None:
     assert d.ok != (d.reason is not None)
     if cut < len(data) - 2:
         assert not d.ok
+
+
+@pytest.mark.realdata
+def test_fashion_images_probe_and_decode(shared_data: Path) -> None:
+    import pandas as pd
+
+    folder = shared_data / "fashion"
+    paths = [folder / p for p in pd.read_csv(folder / "products.csv", usecols=["image"])["image"]]
+    assert len(paths) == 12176
+    probes = [probe_image(p) for p in paths[::6]]  # header-only probes of every 6th image
+    assert all(ok for ok, _, _ in probes)
+    sizes = [size for _, size, _ in probes]
+    assert sizes.count((60, 80)) > 0.99 * len(sizes) and all(s is not None and max(s) <= 80 for s in sizes)
+    for p in paths[::400]:  # full decode of a sample
+        d = decode_image(p)
+        assert d.ok and d.image is not None and d.image.mode == "RGB" and d.image.size == d.size

@@ -133,11 +133,27 @@ def demo(
         "demo-output"
     ),
     n_per_class: Annotated[int, typer.Option(help="Products per category (8 categories).")] = 60,
+    config: Annotated[str | None, typer.Option(help="Training config (YAML or built-in name).")] = None,
 ) -> None:
-    """Generate a small SYNTHETIC catalog and run the main job on it end to end."""
+    """Generate a small SYNTHETIC catalog and run train -> evaluate -> predict on it."""
     from prodcat.commands.demo import run_demo
 
-    run_demo(out, n_per_class=n_per_class)
+    run_demo(out, n_per_class=n_per_class, config=config)
+
+
+def _register() -> None:
+    """Attach the sub-command modules (imported here: they import this module for the shared options)."""
+    from prodcat.commands import audit, fuse, model, serve
+
+    app.command()(model.train)
+    app.command()(model.evaluate)
+    app.command()(model.predict)
+    app.command()(serve.serve)
+    app.add_typer(fuse.app, name="fuse")
+    app.add_typer(audit.app)
+
+
+_register()
 
 
 def main() -> None:

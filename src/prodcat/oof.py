@@ -6,6 +6,7 @@ These OOF probabilities feed label-noise detection and the fusion stage.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +16,9 @@ from sklearn.base import clone
 from tqdm.auto import tqdm
 
 from prodcat.splits import kfold_indices
+
+# Estimator parameters that never change predictions; left out of the OOF cache key.
+_NEUTRAL_PARAMS = frozenset({"cache_dir", "progress", "batch_size", "threads", "device"})
 
 
 @dataclass
@@ -54,6 +58,7 @@ def oof_predict_proba(
     sample_weight: np.ndarray | None = None,
     progress: bool = True,
     desc: str = "folds",
+    cache_dir: str | os.PathLike[str] | None = None,
 ) -> OOFResult:
     """K-fold (stratified, seeded) out-of-fold probabilities of a clone of ``estimator``.
 
@@ -61,6 +66,9 @@ def oof_predict_proba(
     ----------
     X : DataFrame or array, n rows; y : (n,) labels.
     sample_weight : optional (n,) training weights (e.g. from label-noise down-weighting), used in fit only.
+    cache_dir : when set (``"auto"`` = the default cache folder), the OOF probabilities are stored under a hash of
+        the estimator's class and parameters, ``X``, ``y``, ``sample_weight``, ``n_splits``, ``seed`` and the
+        prodcat version, and reused by an identical call (the refit, when asked, still runs).
 
     Returns
     -------
@@ -68,6 +76,15 @@ def oof_predict_proba(
     """
     y = np.asarray(y)
     classes = np.unique(y)
+    key = None if cache_dir is None else oof_cache_key(estimator, X, y, sample_weight, n_splits, seed)
+    if key is not None:
+        from prodcat.cache import ArrayStore
+
+        store = ArrayStore(cache_dir, "oof")
+        hit = store.load(key, ["proba", "folds"])
+        if hit is not None:
+            final = _refit(estimator, X, y, sample_weight) if refit else None
+            return OOFResult(proba=hit["proba"], classes=classes, folds=hit["folds"], estimator=final)
     proba = np.zeros((len(y), len(classes)), dtype=np.float64)
     folds = np.full(len(y), -1, dtype=np.int64)
     splits = list(kfold_indices(y, n_splits=n_splits, seed=seed))
@@ -77,9 +94,42 @@ def oof_predict_proba(
         model.fit(_take(X, tr), y[tr], **fit_kw)
         proba[te] = align_proba(model.predict_proba(_take(X, te)), model.classes_, classes)
         folds[te] = k
-    final = None
-    if refit:
-        final = clone(estimator)
-        fit_kw = {} if sample_weight is None else {"sample_weight": sample_weight}
-        final.fit(X, y, **fit_kw)
+    if key is not None:
+        store.save(key, proba=proba, folds=folds)
+    final = _refit(estimator, X, y, sample_weight) if refit else None
     return OOFResult(proba=proba, classes=classes, folds=folds, estimator=final)
+
+
+def _refit(estimator: Any, X: Any, y: np.ndarray, sample_weight: np.ndarray | None) -> Any:
+    final = clone(estimator)
+    fit_kw = {} if sample_weight is None else {"sample_weight": sample_weight}
+    return final.fit(X, y, **fit_kw)
+
+
+def oof_cache_key(
+    estimator: Any, X: Any, y: np.ndarray, sample_weight: np.ndarray | None, n_splits: int, seed: int
+) -> str:
+    """Hex digest identifying one OOF computation (estimator class + parameters, data, labels, folds, version)."""
+    import joblib
+
+    import prodcat
+
+    params = {
+        k: v for k, v in estimator.get_params(deep=True).items() if k.split("__")[-1] not in _NEUTRAL_PARAMS
+    }
+    if isinstance(X, pd.DataFrame | pd.Series):
+        data: Any = pd.util.hash_pandas_object(X, index=False).to_numpy()
+        data = (data, tuple(map(str, X.columns)) if isinstance(X, pd.DataFrame) else X.name)
+    else:
+        data = X
+    parts = (
+        type(estimator).__qualname__,
+        params,
+        data,
+        y.astype(str),
+        sample_weight,
+        n_splits,
+        seed,
+        prodcat.__version__,
+    )
+    return str(joblib.hash(parts))

@@ -13,7 +13,7 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 
 
 def holdout_split(
-    labels: Sequence[object], *, test_size: float = 0.1, seed: int = 42
+    labels: Sequence[object] | np.ndarray, *, test_size: float = 0.1, seed: int = 42
 ) -> tuple[np.ndarray, np.ndarray]:
     """Stratified train/validation split. Returns ``(train_idx, val_idx)`` as sorted int arrays.
 
@@ -30,7 +30,7 @@ def holdout_split(
 
 
 def kfold_indices(
-    labels: Sequence[object], *, n_splits: int = 5, seed: int = 42
+    labels: Sequence[object] | np.ndarray, *, n_splits: int = 5, seed: int = 42
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield ``(train_idx, test_idx)`` for a seeded stratified K-fold.
 

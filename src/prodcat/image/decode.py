@@ -53,9 +53,9 @@ class DecodedImage:
     ----------
     image : RGB ``PIL.Image.Image`` (upright), or ``None`` when the source is unusable.
     reason : why ``image`` is ``None`` (see the module table); ``None`` on success.
-    size : ``(width, height)`` of the full-resolution upright image as stored, when the header could be read
-        (also for refused oversized images); ``None`` otherwise. With ``draft`` the returned image may be
-        smaller than ``size``.
+    size : ``(width, height)`` of the full-resolution upright image when the header could be read; for images
+        refused as too large, the stored size. ``None`` when not even the header is readable. With ``draft``
+        the returned image may be smaller than ``size``.
     """
 
     image: Image.Image | None
@@ -94,14 +94,25 @@ def _open_stream(source: Any) -> tuple[IO[bytes] | None, str | None]:
         return None, f"unreadable: {exc.__class__.__name__}"
 
 
-def _oriented_size(im: Image.Image) -> tuple[int, int]:
-    """Size after EXIF orientation (5..8 swap width and height); reads only header metadata."""
-    w, h = im.size
+def _orientation(im: Image.Image) -> int:
+    """EXIF orientation from header metadata only (PNG's getexif would decode the whole image: avoided)."""
     try:
-        orientation = im.getexif().get(_ORIENTATION_TAG, 1)
+        if im.format == "PNG":
+            raw = im.info.get("exif")
+            if not raw:
+                return 1
+            exif = Image.Exif()
+            exif.load(raw)
+            return int(exif.get(_ORIENTATION_TAG, 1))
+        return int(im.getexif().get(_ORIENTATION_TAG, 1))
     except Exception:  # malformed EXIF block: ignore orientation
-        orientation = 1
-    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+        return 1
+
+
+def _oriented_size(im: Image.Image) -> tuple[int, int]:
+    """Size after EXIF orientation (5..8 swap width and height)."""
+    w, h = im.size
+    return (h, w) if _orientation(im) in (5, 6, 7, 8) else (w, h)
 
 
 def _header(fp: IO[bytes], max_pixels: int) -> tuple[Image.Image | None, tuple[int, int] | None, str | None]:
@@ -119,12 +130,12 @@ def _header(fp: IO[bytes], max_pixels: int) -> tuple[Image.Image | None, tuple[i
         return None, None, _classify_error(exc)
     except Exception as exc:  # a plugin bug on hostile input must not take a batch down
         return None, None, f"corrupt: {exc.__class__.__name__}"
-    size = _oriented_size(im)
-    if size[0] <= 0 or size[1] <= 0:
-        return None, size, "corrupt: empty image"
-    if size[0] * size[1] > max_pixels:
-        return None, size, f"too large: {size[0]} x {size[1]}"
-    return im, size, None
+    w, h = im.size
+    if w <= 0 or h <= 0:
+        return None, (w, h), "corrupt: empty image"
+    if w * h > max_pixels:  # checked before anything (EXIF included) may trigger decoding
+        return None, (w, h), f"too large: {w} x {h}"
+    return im, _oriented_size(im), None
 
 
 def _classify_error(exc: BaseException) -> str:
@@ -213,15 +224,20 @@ def decode_image(
             return DecodedImage(None, reason, size)
         try:
             with im:
+                stored = im.size
                 if draft is not None and im.format == "JPEG":
-                    w, h = im.size
-                    scale = draft / min(w, h)
-                    im.draft("RGB", (max(1, math.ceil(w * scale)), max(1, math.ceil(h * scale))))
+                    scale = draft / min(stored)
+                    im.draft(
+                        "RGB", (max(1, math.ceil(stored[0] * scale)), max(1, math.ceil(stored[1] * scale)))
+                    )
                 im.load()
                 try:
                     upright = ImageOps.exif_transpose(im)
                 except Exception:  # malformed EXIF: keep stored orientation
                     upright = im
+                # EXIF may only be known after loading (PNG eXIf after the pixels): size follows the real result.
+                swapped = upright.size != im.size
+                size = (stored[1], stored[0]) if swapped else stored
                 rgb = to_rgb(upright)
                 rgb.load()
         except (OSError, SyntaxError, ValueError, EOFError, struct.error, MemoryError) as exc:

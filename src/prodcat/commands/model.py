@@ -1,0 +1,172 @@
+"""``prodcat train``, ``prodcat evaluate`` and ``prodcat predict``: the commands a catalog team runs."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from prodcat.cli import (
+    CatalogArg,
+    Encoding,
+    IdCol,
+    ImageCol,
+    LabelCol,
+    TextCols,
+    fail,
+)
+
+ModelDir = Annotated[Path, typer.Argument(help="Model bundle folder written by `prodcat train`.")]
+
+
+def _read(catalog: Path, columns: dict[str, Any], *, split: str = "train", require_label: bool) -> Any:
+    from prodcat.catalog import CatalogError, read_catalog
+
+    try:
+        df, report = read_catalog(catalog, split=split, require_label=require_label, **columns)
+    except CatalogError as e:
+        raise fail(str(e)) from None
+    for line in report.summary_lines():
+        typer.echo(line)
+    return df
+
+
+def train(
+    catalog: CatalogArg,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the model bundle.")],
+    config: Annotated[
+        str | None,
+        typer.Option("--config", "-c", help="YAML config file, or a built-in name: default, paper-gpu."),
+    ] = None,
+    text_columns: TextCols = None,
+    label_column: LabelCol = None,
+    image_column: ImageCol = None,
+    id_column: IdCol = None,
+    encoding: Encoding = None,
+    fusion: Annotated[str | None, typer.Option(help="Fusion method (overrides the config).")] = None,
+    n_folds: Annotated[int | None, typer.Option(help="Out-of-fold folds (overrides the config).")] = None,
+    validation_fraction: Annotated[
+        float | None, typer.Option(help="Held-out fraction to score the model.")
+    ] = None,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Do not read or write the embedding cache.")
+    ] = False,
+    seed: Annotated[int | None, typer.Option(help="Random seed (overrides the config).")] = None,
+) -> None:
+    """Train text and image models, clean label noise, fit the fusion and write a model bundle."""
+    from pydantic import ValidationError
+
+    from prodcat.bundle import save_bundle
+    from prodcat.config import load_config
+    from prodcat.pipeline import train as run_training
+
+    overrides = {
+        "fusion.method": fusion,
+        "n_folds": n_folds,
+        "validation_fraction": validation_fraction,
+        "seed": seed,
+        "columns.text_columns": [c.strip() for c in text_columns.split(",")] if text_columns else None,
+        "columns.label_column": label_column,
+        "columns.image_column": image_column,
+        "columns.id_column": id_column,
+        "columns.encoding": encoding,
+    }
+    try:
+        cfg = load_config(config, **overrides)
+    except (ValidationError, FileNotFoundError, ValueError) as e:
+        raise fail(f"config: {e}") from None
+    if no_cache:
+        cfg.cache_dir = None
+    df = _read(catalog, cfg.columns.model_dump(), require_label=True)
+    t0 = time.perf_counter()
+    try:
+        model = run_training(df, cfg)
+    except (ValueError, KeyError, ImportError) as e:
+        raise fail(str(e)) from None
+    model.metrics["timings_s"]["total"] = round(time.perf_counter() - t0, 2)
+    save_bundle(model, out, input_schema={"columns": cfg.columns.model_dump()})
+    _print_summary(model.metrics)
+    typer.echo(f"model written to {out}")
+
+
+def _print_summary(metrics: dict[str, Any]) -> None:
+    typer.echo(
+        f"trained on {metrics['n_train']} products, {metrics['n_classes']} classes "
+        f"in {metrics['timings_s'].get('total', 0):.0f}s"
+    )
+    for name, info in metrics.get("noise", {}).items():
+        typer.echo(
+            f"  noise [{name}]: {info['flagged']} flagged, {info['dropped']} dropped from training folds"
+        )
+    val = metrics.get("validation")
+    if not val:
+        return
+    typer.echo(f"validation ({val['n']} held-out products), macro-F1 with 95% interval:")
+    for name, s in val["per_model"].items():
+        typer.echo(
+            f"  {name:40s} {s['macro_f1']:.4f}  [{s['macro_f1_ci'][0]:.4f}, {s['macro_f1_ci'][1]:.4f}]"
+        )
+    lo, hi = val["macro_f1_ci"]
+    typer.secho(f"  {'fusion':40s} {val['macro_f1']:.4f}  [{lo:.4f}, {hi:.4f}]", bold=True)
+
+
+def evaluate(
+    model_dir: ModelDir,
+    catalog: CatalogArg,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Report folder.")] = Path("report"),
+    split: Annotated[str, typer.Option(help="Rakuten layout only: train or test.")] = "train",
+) -> None:
+    """Score a model on a labelled catalog: metrics.json, per-class CSV, confusion PNG and an HTML report.
+
+    The catalog is read with the column mapping the model was trained with.
+    """
+    from prodcat.bundle import BundleError, load_model
+    from prodcat.report import evaluate_to_dir
+
+    try:
+        model, manifest = load_model(model_dir)
+    except BundleError as e:
+        raise fail(str(e)) from None
+    columns = manifest.get("input_schema", {}).get("columns", {})
+    df = _read(catalog, columns if isinstance(columns, dict) else {}, split=split, require_label=True)
+    metrics = evaluate_to_dir(model, df, out, title=str(catalog))
+    lo, hi = metrics["macro_f1_ci"]
+    typer.echo(f"macro-F1 {metrics['macro_f1']:.4f} [{lo:.4f}, {hi:.4f}] on {metrics['n']} products")
+    for role, value in metrics["per_modality"].items():
+        typer.echo(f"  {role:8s} {value:.4f}" if value is not None else f"  {role:8s} -")
+    typer.echo(f"report written to {out}/report.html")
+
+
+def predict(
+    model_dir: ModelDir,
+    catalog: CatalogArg,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output file (.csv or .parquet).")],
+    top_k: Annotated[int, typer.Option(help="How many ranked labels to write per product.")] = 3,
+    chunk_size: Annotated[
+        int, typer.Option(help="Products per chunk (memory holds one chunk of images).")
+    ] = 2048,
+    split: Annotated[str, typer.Option(help="Rakuten layout only: train or test.")] = "test",
+) -> None:
+    """Predict the category of every product of a catalog, streamed in chunks to CSV or Parquet."""
+    from prodcat.bundle import BundleError, load_bundle
+    from prodcat.predict import batch_predict
+
+    if out.suffix.lower() not in (".csv", ".parquet"):
+        raise fail(f"{out}: output must end in .csv or .parquet")
+    try:
+        predictor = load_bundle(model_dir)
+    except BundleError as e:
+        raise fail(str(e)) from None
+    columns = predictor.model.config.columns.model_dump()
+    columns["label_column"] = None if columns.get("label_column") is None else columns["label_column"]
+    df = _read(catalog, columns, split=split, require_label=False)
+    t0 = time.perf_counter()
+    counts = batch_predict(predictor, df, out, chunk_size=chunk_size, top_k=top_k)
+    dt = time.perf_counter() - t0
+    typer.echo(
+        json.dumps({**counts, "seconds": round(dt, 1), "products_per_s": round(counts["rows"] / dt, 1)})
+    )
+    typer.echo(f"predictions written to {out}")

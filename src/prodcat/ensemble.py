@@ -1,0 +1,168 @@
+"""Voting over classifiers: the paper's majority vote of fusion models, and soft voting.
+
+Tie rule of :func:`majority_vote` (used everywhere a vote is taken, including inside ``paper-mlp``):
+the class with the most (weighted) votes wins; among classes tied on votes, the one with the largest summed
+probability over the voters wins (when probabilities are given); a remaining tie goes to the class that comes
+first in ``classes_`` order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.utils.validation import check_is_fitted
+
+from prodcat.oof import align_proba
+
+
+def majority_vote(
+    votes: np.ndarray,
+    *,
+    n_classes: int | None = None,
+    probas: np.ndarray | None = None,
+    weights: Sequence[float] | np.ndarray | None = None,
+) -> np.ndarray:
+    """Winning class index per row.
+
+    Parameters
+    ----------
+    votes : (k, n) integer class indices, one row per voter.
+    probas : optional (k, n, C) voter probabilities, used only to break ties on vote counts (summed over voters,
+        weighted like the votes).
+    weights : optional (k,) non-negative voter weights (default 1 each).
+
+    Returns
+    -------
+    (n,) int64 class indices; see the module docstring for the tie rule.
+    """
+    votes = np.asarray(votes, dtype=np.int64)
+    if votes.ndim != 2:
+        raise ValueError(f"votes must be (k voters, n rows), got shape {votes.shape}")
+    k, n = votes.shape
+    C = n_classes or (probas.shape[2] if probas is not None else int(votes.max()) + 1 if votes.size else 1)
+    w = np.ones(k) if weights is None else np.asarray(weights, dtype=np.float64)
+    if w.shape != (k,) or (w < 0).any():
+        raise ValueError(f"weights must be {k} non-negative numbers")
+    if votes.size and (votes.min() < 0 or votes.max() >= C):
+        raise ValueError(f"vote indices must lie in [0, {C})")
+    counts = np.zeros((n, C))
+    np.add.at(counts, (np.broadcast_to(np.arange(n), (k, n)), votes), w[:, None])  # (n, C) weighted votes
+    top = counts.max(1, keepdims=True) if n else counts
+    tied = np.isclose(counts, top, rtol=0, atol=1e-9)
+    if probas is not None:
+        probas = np.asarray(probas, dtype=np.float64)
+        if probas.shape != (k, n, C):
+            raise ValueError(f"probas must have shape {(k, n, C)}, got {probas.shape}")
+        summed = np.einsum("k,knc->nc", w, probas)
+        return np.where(tied, summed, -np.inf).argmax(1)
+    return tied.argmax(1)  # first tied class
+
+
+def vote_probas(
+    probas: Sequence[np.ndarray] | np.ndarray,
+    *,
+    voting: str = "hard",
+    weights: Sequence[float] | np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Combine k voters' (n, C) probabilities (same class order).
+
+    Returns
+    -------
+    (pred, proba): (n,) winning class indices (``voting="hard"``: :func:`majority_vote` on each voter's argmax;
+    ``"soft"``: argmax of the weighted mean) and the (n, C) weighted mean probability.
+    """
+    P = np.asarray(probas, dtype=np.float64)  # (k, n, C)
+    if P.ndim != 3:
+        raise ValueError(f"probas must be k arrays of shape (n, C), got shape {P.shape}")
+    w = np.ones(len(P)) if weights is None else np.asarray(weights, dtype=np.float64)
+    mean = np.einsum("k,knc->nc", w, P) / w.sum()
+    if voting == "soft":
+        return mean.argmax(1), mean
+    if voting != "hard":
+        raise ValueError(f"voting must be 'hard' or 'soft', got {voting!r}")
+    return majority_vote(P.argmax(2), n_classes=P.shape[2], probas=P, weights=w), mean
+
+
+def _is_fitted(est: Any) -> bool:
+    return hasattr(est, "classes_")
+
+
+class VotingEnsemble(ClassifierMixin, BaseEstimator):
+    """Vote over classifiers that share an input ``X`` (e.g. fusion models of different configurations).
+
+    Unlike scikit-learn's ``VotingClassifier`` it accepts members that are already fitted: ``fit`` refits
+    (clones of) the members only when ``refit=True`` or when a member is not fitted yet.
+
+    Parameters
+    ----------
+    estimators : list of ``(name, classifier)``.
+    voting : ``"hard"`` (majority vote, see the module tie rule) or ``"soft"`` (mean probability).
+    weights : optional per-member weights (votes and probabilities).
+
+    Notes
+    -----
+    ``predict_proba`` is always the weighted mean of the members' probabilities (a proper distribution);
+    with ``voting="hard"``, ``predict`` follows the vote and may differ from ``predict_proba(X).argmax(1)``.
+    """
+
+    def __init__(
+        self,
+        estimators: Sequence[tuple[str, Any]],
+        *,
+        voting: str = "hard",
+        weights: Sequence[float] | None = None,
+        refit: bool = False,
+    ) -> None:
+        self.estimators = estimators
+        self.voting = voting
+        self.weights = weights
+        self.refit = refit
+
+    def fit(self, X: Any, y: Any, sample_weight: np.ndarray | None = None) -> VotingEnsemble:
+        """Fit the members that need it (see class docstring); ``classes_`` = union of members' classes."""
+        if not self.estimators:
+            raise ValueError("VotingEnsemble needs at least one estimator")
+        if self.voting not in ("hard", "soft"):
+            raise ValueError(f"voting must be 'hard' or 'soft', got {self.voting!r}")
+        fitted = []
+        for name, est in self.estimators:
+            if self.refit or not _is_fitted(est):
+                est = clone(est)
+                kw = {} if sample_weight is None else {"sample_weight": sample_weight}
+                est.fit(X, y, **kw)
+            fitted.append((name, est))
+        self.named_estimators_ = dict(fitted)
+        self.estimators_ = [e for _, e in fitted]
+        self._set_classes()
+        return self
+
+    def _set_classes(self) -> None:
+        first = self.estimators_[0].classes_
+        extra = [c for e in self.estimators_[1:] for c in e.classes_ if c not in set(first.tolist())]
+        self.classes_ = np.concatenate([first, np.unique(np.asarray(extra))]) if extra else np.asarray(first)
+
+    def _member_probas(self, X: Any) -> np.ndarray:
+        check_is_fitted(self, "estimators_")
+        return np.stack(
+            [align_proba(e.predict_proba(X), e.classes_, self.classes_) for e in self.estimators_]
+        )
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """(n, C) weighted mean of member probabilities in ``classes_`` order."""
+        return vote_probas(self._member_probas(X), voting="soft", weights=self.weights)[1]
+
+    def predict(self, X: Any) -> np.ndarray:
+        """(n,) labels: majority vote of the members' own ``predict`` (``voting="hard"``; a ``paper-mlp``
+        member thus votes with its internal vote) or argmax of the mean probability (``"soft"``)."""
+        P = self._member_probas(X)
+        if self.voting == "soft":
+            return self.classes_[vote_probas(P, voting="soft", weights=self.weights)[0]]
+        pos = {c: i for i, c in enumerate(self.classes_.tolist())}
+        votes = np.stack(
+            [np.fromiter((pos[v] for v in e.predict(X).tolist()), np.int64) for e in self.estimators_]
+        )
+        win = majority_vote(votes, n_classes=len(self.classes_), probas=P, weights=self.weights)
+        return self.classes_[win]

@@ -1,0 +1,253 @@
+"""Feature-level (early) fusion: combine per-modality embeddings, then classify — the paper's baseline.
+
+Input ``X`` is one of
+- a dict ``{modality name: (n, d_i) array}`` (block order = key order; predict must give the same keys),
+- a list/tuple of (n, d_i) arrays,
+- a 2-D array (n, sum d_i) together with ``block_sizes=(d_1, d_2, ...)``,
+- a DataFrame (its columns are the 2-D array; ``block_sizes`` required).
+
+Combinations (``combine``), each followed by the same head ``Linear -> ReLU -> Dropout -> Linear(C)``:
+- ``"concat"``: the standardised blocks side by side;
+- ``"sum"``: each block projected to ``proj_dim`` by its own linear layer, then summed;
+- ``"attention"``: projected blocks (tanh) weighted by a per-row softmax over modalities of a learned score
+  (``attention_weights`` returns those weights, (n, m)).
+Training keeps the epoch with the best macro-F1 on a stratified ``val_fraction`` holdout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.validation import check_is_fitted
+
+from prodcat.fusion._torch import (
+    arrays_to_state,
+    predict_softmax,
+    state_to_arrays,
+    torch_threads,
+    train_net,
+)
+from prodcat.splits import holdout_split
+
+COMBINES = ("concat", "sum", "attention")
+
+
+def _to_blocks(X: Any, block_sizes: Sequence[int] | None) -> tuple[list[str] | None, list[np.ndarray]]:
+    """(names or None, list of (n, d_i) float32 arrays)."""
+    if isinstance(X, Mapping):
+        names = [str(k) for k in X]
+        blocks = [np.asarray(v, dtype=np.float32) for v in X.values()]
+    elif isinstance(X, list | tuple):
+        names, blocks = None, [np.asarray(v, dtype=np.float32) for v in X]
+    else:
+        arr = np.asarray(X, dtype=np.float32)
+        if arr.ndim != 2:
+            raise ValueError(f"X must be a dict/list of 2-D blocks or a 2-D array, got shape {arr.shape}")
+        if block_sizes is None:
+            raise ValueError("a 2-D X needs `block_sizes` (the width of each modality's embedding)")
+        if sum(block_sizes) != arr.shape[1] or min(block_sizes) < 1:
+            raise ValueError(f"block_sizes {list(block_sizes)} do not add up to X's {arr.shape[1]} columns")
+        cuts = np.cumsum(block_sizes)[:-1]
+        names, blocks = None, list(np.split(arr, cuts, axis=1))
+    if not blocks or any(b.ndim != 2 for b in blocks) or len({len(b) for b in blocks}) != 1:
+        raise ValueError("every block must be a 2-D array with the same number of rows")
+    return names, blocks
+
+
+def _make_net(sizes: list[int], n_classes: int, *, combine: str, proj_dim: int, hidden: int, dropout: float):
+    import torch
+    import torch.nn as nn
+
+    class FeatureFusionNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.sizes = sizes
+            if combine == "concat":
+                width = sum(sizes)
+            else:
+                self.proj = nn.ModuleList(nn.Linear(d, proj_dim) for d in sizes)
+                width = proj_dim
+            if combine == "attention":
+                self.score = nn.Linear(proj_dim, 1)
+            self.head = nn.Sequential(
+                nn.Linear(width, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, n_classes)
+            )
+
+        def weights(self, parts: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+            H = torch.stack([torch.tanh(p(x)) for p, x in zip(self.proj, parts, strict=True)], 1)  # (B, m, P)
+            return torch.softmax(self.score(H).squeeze(-1), dim=1), H  # (B, m), (B, m, P)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, sum d_i)
+            if combine == "concat":
+                return self.head(x)
+            parts = list(x.split(self.sizes, dim=1))
+            if combine == "sum":
+                return self.head(torch.relu(sum(p(v) for p, v in zip(self.proj, parts, strict=True))))
+            a, H = self.weights(parts)
+            return self.head((a.unsqueeze(-1) * H).sum(1))
+
+    return FeatureFusionNet()
+
+
+class FeatureFusion(ClassifierMixin, BaseEstimator):
+    """Embeddings -> combination -> MLP head (see module docstring), behind the scikit-learn contract.
+
+    Parameters
+    ----------
+    combine : ``"concat"``, ``"sum"`` or ``"attention"``.
+    block_sizes : widths of the modality blocks when ``X`` is a 2-D array.
+    proj_dim, hidden, dropout : projection width (sum/attention), head width, head dropout.
+    epochs, lr, batch_size, weight_decay : Adam training; val_fraction : holdout for best-epoch selection
+        (0 keeps the last epoch).
+    standardize : z-score every input column with the training mean / std (stored with the model).
+    seed, n_threads : reproducibility and torch threads.
+
+    Attributes
+    ----------
+    classes_, block_names_ (or None), block_sizes_, mean_, scale_, net_, best_epoch_, val_score_.
+    """
+
+    def __init__(
+        self,
+        *,
+        combine: str = "concat",
+        block_sizes: Sequence[int] | None = None,
+        proj_dim: int = 128,
+        hidden: int = 256,
+        dropout: float = 0.2,
+        epochs: int = 30,
+        lr: float = 1e-3,
+        batch_size: int = 128,
+        weight_decay: float = 1e-4,
+        val_fraction: float = 0.1,
+        standardize: bool = True,
+        seed: int = 0,
+        n_threads: int | None = 1,
+        classes: Sequence[Any] | None = None,
+    ) -> None:
+        self.combine = combine
+        self.block_sizes = block_sizes
+        self.proj_dim = proj_dim
+        self.hidden = hidden
+        self.dropout = dropout
+        self.epochs = epochs
+        self.lr = lr
+        self.batch_size = batch_size
+        self.weight_decay = weight_decay
+        self.val_fraction = val_fraction
+        self.standardize = standardize
+        self.seed = seed
+        self.n_threads = n_threads
+        self.classes = classes
+
+    def _matrix(self, X: Any, *, fitting: bool) -> np.ndarray:
+        names, blocks = _to_blocks(X, self.block_sizes)
+        sizes = [b.shape[1] for b in blocks]
+        if fitting:
+            self.block_names_, self.block_sizes_ = names, sizes
+        elif sizes != self.block_sizes_ or (names is not None and self.block_names_ not in (None, names)):
+            raise ValueError(
+                f"X blocks {names or ''} {sizes} do not match the fitted blocks "
+                f"{self.block_names_ or ''} {self.block_sizes_}"
+            )
+        Z = np.hstack(blocks)
+        if not np.isfinite(Z).all():
+            raise ValueError("embeddings contain NaN or infinite values")
+        if fitting:
+            self.mean_ = Z.mean(0) if self.standardize else np.zeros(Z.shape[1], np.float32)
+            sd = Z.std(0) if self.standardize else np.ones(Z.shape[1], np.float32)
+            self.scale_ = np.where(sd > 1e-6, sd, 1.0).astype(np.float32)
+        return ((Z - self.mean_) / self.scale_).astype(np.float32)
+
+    def _new_net(self) -> Any:
+        if self.combine not in COMBINES:
+            raise ValueError(f"combine must be one of {COMBINES}, got {self.combine!r}")
+        return _make_net(
+            self.block_sizes_,
+            len(self.classes_),
+            combine=self.combine,
+            proj_dim=self.proj_dim,
+            hidden=self.hidden,
+            dropout=self.dropout,
+        )
+
+    def fit(self, X: Any, y: Any) -> FeatureFusion:
+        """Fit on embedding blocks ``X`` (n rows in total) and labels ``y`` (n,). Returns self."""
+        import torch
+
+        y = np.asarray(y)
+        self.classes_ = np.unique(y) if self.classes is None else np.asarray(list(self.classes))
+        pos = {c: i for i, c in enumerate(self.classes_.tolist())}
+        if any(v not in pos for v in y.tolist()):
+            raise ValueError("y holds labels not in `classes`")
+        codes = np.fromiter((pos[v] for v in y.tolist()), dtype=np.int64, count=len(y))
+        Z = self._matrix(X, fitting=True)
+        if len(Z) != len(y):
+            raise ValueError(f"X has {len(Z)} rows but y has {len(y)}")
+        self.n_features_in_ = Z.shape[1]
+        if self.val_fraction > 0:
+            tr, va = holdout_split(cast(Any, codes), test_size=self.val_fraction, seed=self.seed)
+        else:
+            tr, va = np.arange(len(y)), None
+        with torch_threads(self.n_threads):
+            torch.manual_seed(self.seed)
+            self.net_ = self._new_net()
+            res = train_net(
+                self.net_,
+                Z[tr],
+                codes[tr],
+                None if va is None else Z[va],
+                None if va is None else codes[va],
+                epochs=self.epochs,
+                lr=self.lr,
+                batch_size=self.batch_size,
+                weight_decay=self.weight_decay,
+                seed=self.seed,
+            )
+        self.best_epoch_, self.val_score_ = res.best_epoch, res.best_score
+        return self
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """(n, C) class probabilities in ``classes_`` order."""
+        check_is_fitted(self, "net_")
+        with torch_threads(self.n_threads):
+            return predict_softmax(self.net_, self._matrix(X, fitting=False))
+
+    def predict(self, X: Any) -> np.ndarray:
+        return self.classes_[self.predict_proba(X).argmax(1)]
+
+    def attention_weights(self, X: Any) -> np.ndarray:
+        """(n, m) per-row modality weights of an ``"attention"`` model (rows sum to 1)."""
+        import torch
+
+        check_is_fitted(self, "net_")
+        if self.combine != "attention":
+            raise ValueError("attention_weights needs combine='attention'")
+        Z = torch.as_tensor(self._matrix(X, fitting=False))
+        with torch.no_grad(), torch_threads(self.n_threads):
+            a, _ = self.net_.weights(list(Z.split(self.block_sizes_, dim=1)))
+        return a.double().numpy()
+
+    def _fitted_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        info = {
+            "block_names_": self.block_names_,
+            "block_sizes_": list(self.block_sizes_),
+            "best_epoch_": self.best_epoch_,
+            "val_score_": self.val_score_,
+            "n_features_in_": self.n_features_in_,
+        }
+        arrays = state_to_arrays(self.net_, "net.")
+        arrays.update(mean_=np.asarray(self.mean_, np.float32), scale_=np.asarray(self.scale_, np.float32))
+        return info, arrays
+
+    def _restore_state(self, info: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        self.block_names_ = info["block_names_"]
+        self.block_sizes_ = [int(s) for s in info["block_sizes_"]]
+        self.best_epoch_, self.val_score_ = info["best_epoch_"], info["val_score_"]
+        self.n_features_in_ = int(info["n_features_in_"])
+        self.mean_, self.scale_ = arrays["mean_"], arrays["scale_"]
+        self.net_ = self._new_net()
+        arrays_to_state(self.net_, arrays, "net.")

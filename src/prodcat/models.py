@@ -1,0 +1,269 @@
+"""Shared model pieces: the embedder protocol, class priors, heads, and ``EmbeddingClassifier``.
+
+``EmbeddingClassifier`` is "frozen backbone + trained head" for either modality: it embeds one or more catalog
+columns with a registered embedder (through the on-disk cache of :mod:`prodcat.cache`) and fits a small head
+(logistic regression or an MLP) on the vectors. It follows the sklearn classifier contract, so
+:func:`prodcat.oof.oof_predict_proba`, pipelines and stacking take it as is.
+
+Missing modality: a row whose item is missing (empty text, no image, or an image the embedder cannot decode)
+is not used to train the head and is predicted as the class prior of the training labels.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.linear_model import LogisticRegression
+from sklearn.neural_network import MLPClassifier
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.validation import check_is_fitted
+
+from prodcat import registry
+from prodcat.cache import cached_embed
+from prodcat.text.clean import clean_text, join_texts
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """A frozen backbone: ``embed(items) -> (n, dim) float32`` (image embedders may return ``(vectors, ok)``).
+
+    ``fingerprint`` (optional, defaults to ``name``) identifies everything that changes the outputs; it keys the
+    embedding cache.
+    """
+
+    name: str
+    dim: int
+
+    def embed(self, items: Sequence[Any]) -> Any: ...
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def class_prior(y: Any, classes: np.ndarray, sample_weight: np.ndarray | None = None) -> np.ndarray:
+    """(C,) weighted class frequencies of ``y`` in ``classes`` order (sums to 1)."""
+    y = np.asarray(y)
+    w = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    pos = np.searchsorted(classes, y)
+    counts = np.bincount(pos, weights=w, minlength=len(classes)).astype(np.float64)
+    total = counts.sum()
+    return counts / total if total > 0 else np.full(len(classes), 1.0 / len(classes))
+
+
+def expand_proba(proba: np.ndarray, model_classes: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Place columns of ``proba`` (n, len(model_classes)) into ``classes`` order (absent classes get 0) and
+    renormalise rows in float64."""
+    out = np.zeros((proba.shape[0], len(classes)), dtype=np.float64)
+    out[:, np.searchsorted(classes, model_classes)] = proba
+    total = out.sum(axis=1, keepdims=True)  # float32 heads drift ~1e-7 from 1
+    return out / np.where(total > 0, total, 1.0)
+
+
+def make_head(
+    head: str | BaseEstimator,
+    head_params: dict[str, Any] | None,
+    *,
+    random_state: int | None,
+    n_rows: int = 0,
+) -> Any:
+    """A fresh head estimator: ``"logreg"``, ``"mlp"`` or a clone of a given sklearn classifier.
+
+    ``head_params`` set parameters of the final step (e.g. ``{"C": 4.0}`` or ``{"hidden_layer_sizes": (128,)}``).
+    Embeddings are standardised first: the backbones' L2-normalised vectors have tiny per-dimension scales.
+    The MLP stops early on a 10% validation split only when ``n_rows`` (training rows) is at least 1,000.
+    """
+    params = dict(head_params or {})
+    if isinstance(head, str):
+        if head == "logreg":
+            final: Any = LogisticRegression(C=0.1, max_iter=2000, random_state=random_state)
+        elif head == "mlp":
+            final = MLPClassifier(
+                hidden_layer_sizes=(256,),
+                alpha=1e-3,
+                early_stopping=n_rows >= 1000,
+                n_iter_no_change=8,
+                max_iter=200,
+                random_state=random_state,
+            )
+        else:
+            raise ValueError(f"unknown head {head!r}; use 'logreg', 'mlp' or an sklearn classifier")
+    else:
+        final = clone(head)
+    final.set_params(**params)
+    return make_pipeline(StandardScaler(), final)
+
+
+def fit_head(head: Any, Z: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None) -> Any:
+    """Fit ``head`` (a Pipeline or a classifier) with ``sample_weight`` routed to its final step."""
+    if sample_weight is None:
+        return head.fit(Z, y)
+    if isinstance(head, Pipeline):
+        return head.fit(Z, y, **{f"{head.steps[-1][0]}__sample_weight": sample_weight})
+    return head.fit(Z, y, sample_weight=sample_weight)
+
+
+def catalog_text(X: pd.DataFrame) -> list[str]:
+    """Cleaned ``title + " - " + description`` per row (either may be absent or empty)."""
+    titles = X["title"] if "title" in X else pd.Series([""] * len(X), index=X.index)
+    descs = X["description"] if "description" in X else pd.Series([""] * len(X), index=X.index)
+    return [join_texts(clean_text(t), clean_text(d)) for t, d in zip(titles, descs, strict=True)]
+
+
+class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
+    """Frozen embedder + trained head on one or more catalog columns.
+
+    Parameters
+    ----------
+    embedder : registered name (``"use-multilingual"``, ``"e5-small"``, ``"spacy-fr"``, ``"efficientnet-lite0"``,
+        ``"test-tiny"``...) or an embedder object (see :class:`Embedder`).
+    column : ``"text"`` (cleaned title and description joined with " - "), any column name (``"title"``,
+        ``"description"``, ``"image"``...), or a list of columns encoded separately and concatenated.
+    head : ``"logreg"`` (standardised features + multinomial logistic regression, C=0.1), ``"mlp"`` (one hidden layer
+        of 256, early stopping) or an sklearn classifier to clone.
+    head_params : parameters of the head's final estimator.
+    cache_dir : embedding cache folder, ``"auto"`` for the default (``$PRODCAT_CACHE_DIR`` or
+        ``~/.cache/prodcat``), ``None`` for no caching.
+    batch_size : items per embedder call.
+    modality : ``"text"`` or ``"image"``; ``None`` infers it (``column="image"`` -> image, else the text
+        registry is tried first).
+    embedder_params : keyword arguments of the embedder factory (e.g. ``{"threads": 2}``).
+    progress : show a progress bar while embedding.
+    random_state : seed of the head.
+
+    Attributes
+    ----------
+    classes_ : (C,) sorted labels. prior_ : (C,) training class prior, used for rows with a missing item.
+    embedder_ : the embedder object. head_ : the fitted head, or None when fewer than two classes had items.
+    modality_ : "text" or "image".
+    """
+
+    def __init__(
+        self,
+        embedder: str | Any = "use-multilingual",
+        *,
+        column: str | Sequence[str] = "text",
+        head: str | BaseEstimator = "logreg",
+        head_params: dict[str, Any] | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        batch_size: int = 256,
+        modality: str | None = None,
+        embedder_params: dict[str, Any] | None = None,
+        progress: bool = False,
+        random_state: int | None = 0,
+    ) -> None:
+        self.embedder = embedder
+        self.column = column
+        self.head = head
+        self.head_params = head_params
+        self.cache_dir = cache_dir
+        self.batch_size = batch_size
+        self.modality = modality
+        self.embedder_params = embedder_params
+        self.progress = progress
+        self.random_state = random_state
+
+    # -- embedding ----------------------------------------------------------------------------------------------
+    def _build_embedder(self) -> tuple[Any, str]:
+        kwargs = dict(self.embedder_params or {})
+        modality = self.modality or ("image" if self.column == "image" else None)
+        if not isinstance(self.embedder, str):
+            return self.embedder, modality or str(getattr(self.embedder, "modality", "text"))
+        if modality is not None:
+            return registry.create(f"{modality}-embedder", self.embedder, **kwargs), modality
+        try:
+            return registry.create("text-embedder", self.embedder, **kwargs), "text"
+        except KeyError:
+            return registry.create("image-embedder", self.embedder, **kwargs), "image"
+
+    def _columns(self) -> list[str]:
+        return [self.column] if isinstance(self.column, str) else list(self.column)
+
+    def _items(self, X: Any, column: str) -> list[Any]:
+        if not isinstance(X, pd.DataFrame):  # a bare sequence of items stands for the single column
+            items = list(X)
+        elif column == "text" and "text" not in X:
+            return catalog_text(X)
+        elif column not in X:
+            raise KeyError(
+                f"column {column!r} not in the catalog (columns: {', '.join(map(str, X.columns))})"
+            )
+        else:
+            items = X[column].tolist()
+        if self.modality_ == "text":
+            return [clean_text(t) for t in items]
+        return [None if isinstance(it, float) and np.isnan(it) else it for it in items]
+
+    def embed(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Embeddings of ``X``: ``(vectors (n, dim * n_columns) float32, available (n,) bool)``.
+
+        ``available`` is False where every column's item is missing or undecodable. Usable for feature-level
+        fusion. Fitted or not, the embedder is built on first use.
+        """
+        if not hasattr(self, "embedder_"):
+            self.embedder_, self.modality_ = self._build_embedder()
+        parts, oks = [], []
+        for column in self._columns():
+            vec, ok = cached_embed(
+                self.embedder_,
+                self._items(X, column),
+                modality=self.modality_,
+                cache_dir=self.cache_dir,
+                batch_size=self.batch_size,
+                progress=self.progress,
+            )
+            parts.append(vec)
+            oks.append(ok)
+        return np.hstack(parts), np.logical_or.reduce(oks)
+
+    # -- sklearn contract ---------------------------------------------------------------------------------------
+    def fit(self, X: Any, y: Any, sample_weight: np.ndarray | None = None) -> EmbeddingClassifier:
+        """Embed ``X`` (catalog DataFrame, n rows), fit the head on rows with an item. Returns self."""
+        y = np.asarray(y)
+        sw = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+        self.embedder_, self.modality_ = self._build_embedder()
+        self.classes_ = np.unique(y)
+        self.prior_ = class_prior(y, self.classes_, sw)
+        Z, ok = self.embed(X)
+        self.n_features_embedded_ = Z.shape[1]
+        self.head_ = None
+        seen = np.unique(y[ok])
+        if len(seen) >= 2:
+            head = make_head(
+                self.head, self.head_params, random_state=self.random_state, n_rows=int(ok.sum())
+            )
+            self.head_ = fit_head(head, Z[ok], y[ok], None if sw is None else sw[ok])
+        # With items of one class only, that class is certain for any row with an item.
+        self.only_class_ = seen[0] if len(seen) == 1 else None
+        return self
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """(n, C) probabilities in ``classes_`` order; rows with a missing item get ``prior_``."""
+        check_is_fitted(self, "classes_")
+        Z, ok = self.embed(X)
+        proba = np.tile(self.prior_, (len(Z), 1))
+        if self.head_ is not None and ok.any():
+            proba[ok] = expand_proba(self.head_.predict_proba(Z[ok]), self.head_.classes_, self.classes_)
+        elif self.only_class_ is not None and ok.any():
+            proba[ok] = (self.classes_ == self.only_class_).astype(np.float64)
+        return proba
+
+    def predict(self, X: Any) -> np.ndarray:
+        """(n,) most probable labels."""
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.string = True
+        return tags

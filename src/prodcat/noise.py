@@ -1,0 +1,473 @@
+"""Confident-learning label issues (cleanlab) and pruning policies for training rows.
+
+The paper removes likely mislabelled training products before training its image model: cleanlab on 4-fold
+out-of-fold probabilities, dropping the top 10% of the ranked list of flagged rows (about 2.5% of the data). This
+module is the functional core of that step, on arrays only:
+
+- :func:`find_label_issues` flags rows whose given label disagrees with out-of-sample probabilities of any model
+  (text, image or fused), with cleanlab's filters (``FILTERS``) and ranking scores (``RANKINGS``) chosen by name.
+- :class:`PruningPolicy` / :func:`pruning_weights` turn flagged rows into per-row training weights: drop the top
+  fraction of the ranked list (paper), drop every flagged row, or down-weight them.
+- :func:`prune_training_rows` computes the weights from OOF probabilities of the TRAINING rows only, and
+  :func:`compare_pruning` measures macro-F1 on held-out folds with and without pruning: rows a model is
+  evaluated on are never cleaned (the paper's code also cleaned its validation split, which inflates scores).
+
+Like cleanlab itself, nothing here touches a model other than through its probabilities, except the two
+helpers at the end which fit clones of an sklearn estimator.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+# cleanlab's `filter_by` options (cleanlab.filter.find_label_issues).
+FILTERS: tuple[str, ...] = (
+    "prune_by_noise_rate",
+    "prune_by_class",
+    "both",
+    "confident_learning",
+    "predicted_neq_given",
+    "low_normalized_margin",
+    "low_self_confidence",
+)
+# cleanlab's label quality scores (cleanlab.rank.get_label_quality_scores `method`); low = suspicious.
+RANKINGS: tuple[str, ...] = ("self_confidence", "normalized_margin", "confidence_weighted_entropy")
+POLICIES: tuple[str, ...] = ("top-fraction", "all", "downweight", "none")
+_SUM_TOLERANCE = 1e-2
+
+
+@dataclass(frozen=True)
+class LabelIssues:
+    """Label issues found in ``n`` rows with ``C`` classes.
+
+    Attributes
+    ----------
+    mask : (n,) bool, True where the given label is probably wrong.
+    ranked : (m,) int, indices of the ``m`` flagged rows, most likely mislabelled first.
+    quality : (n,) float label quality score of the given label (``rank_by``); low means suspicious.
+    given : (n,) int index of the given label in ``classes``.
+    suggested : (n,) int index of the most probable class.
+    classes : (C,) class labels, the column order of the probabilities.
+    filter_by, rank_by : the cleanlab methods used.
+    """
+
+    mask: np.ndarray
+    ranked: np.ndarray
+    quality: np.ndarray
+    given: np.ndarray
+    suggested: np.ndarray
+    classes: np.ndarray
+    filter_by: str
+    rank_by: str
+
+    @property
+    def n_issues(self) -> int:
+        """Number of flagged rows."""
+        return int(self.mask.sum())
+
+    @property
+    def rate(self) -> float:
+        """Flagged fraction of the rows."""
+        return self.n_issues / max(len(self.mask), 1)
+
+
+def encode_labels(labels: Sequence[Any] | np.ndarray, classes: Sequence[Any] | np.ndarray) -> np.ndarray:
+    """(n,) int positions of ``labels`` in ``classes``; raises ``ValueError`` naming labels not in ``classes``."""
+    pos = {c: i for i, c in enumerate(np.asarray(classes).tolist())}
+    values = np.asarray(labels).tolist()
+    unknown = sorted({str(v) for v in values if v not in pos})
+    if unknown:
+        raise ValueError(f"labels not among the {len(pos)} classes: {', '.join(unknown[:5])}")
+    return np.fromiter((pos[v] for v in values), dtype=np.int64, count=len(values))
+
+
+def check_proba(pred_probs: np.ndarray, n_rows: int | None = None) -> np.ndarray:
+    """Validate (n, C) probabilities and return them as float64 rows renormalised to sum to 1.
+
+    Rows must be finite, non-negative and sum to 1 within 1e-2 (float32 model outputs drift slightly).
+    """
+    p = np.asarray(pred_probs, dtype=np.float64)
+    if p.ndim != 2 or p.shape[1] < 2:
+        raise ValueError(f"pred_probs must be (n, C) with C >= 2, got shape {p.shape}")
+    if n_rows is not None and p.shape[0] != n_rows:
+        raise ValueError(f"pred_probs has {p.shape[0]} rows for {n_rows} labels")
+    if not np.isfinite(p).all() or (p < 0).any():
+        raise ValueError("pred_probs must be finite and non-negative")
+    sums = p.sum(axis=1)
+    bad = np.flatnonzero(np.abs(sums - 1.0) > _SUM_TOLERANCE)
+    if bad.size:
+        raise ValueError(f"pred_probs rows must sum to 1; row {bad[0]} sums to {sums[bad[0]]:.4f}")
+    return p / sums[:, None]
+
+
+def present_classes(given: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Drop the columns of classes that no row is labelled with (cleanlab requires every class present).
+
+    ``given`` (n,) int class indices, ``p`` (n, C) probabilities. Returns ``(kept_columns, given_reduced,
+    p_reduced)``: (C',) kept column indices, (n,) labels re-indexed into them, (n, C') renormalised rows.
+    """
+    counts = np.bincount(given, minlength=p.shape[1])
+    keep = np.flatnonzero(counts > 0)
+    if keep.size == p.shape[1]:
+        return keep, given, p
+    remap = np.full(p.shape[1], -1, dtype=np.int64)
+    remap[keep] = np.arange(keep.size)
+    q = p[:, keep]
+    # rows whose whole mass sat on absent classes become uniform over the present ones
+    s = q.sum(axis=1, keepdims=True)
+    q = np.where(s > 0, q / np.where(s > 0, s, 1.0), 1.0 / keep.size)
+    return keep, remap[given], q
+
+
+def label_quality(
+    labels: Sequence[Any] | np.ndarray,
+    pred_probs: np.ndarray,
+    *,
+    classes: Sequence[Any] | np.ndarray | None = None,
+    rank_by: str = "self_confidence",
+) -> np.ndarray:
+    """(n,) cleanlab label quality score of each given label (``rank_by`` in ``RANKINGS``); low = suspicious."""
+    from cleanlab.rank import get_label_quality_scores
+
+    if rank_by not in RANKINGS:
+        raise ValueError(f"rank_by must be one of {RANKINGS}, not {rank_by!r}")
+    classes = np.unique(np.asarray(labels)) if classes is None else np.asarray(classes)
+    p = check_proba(pred_probs, len(labels))
+    _, y, q = present_classes(encode_labels(labels, classes), p)
+    if q.shape[1] < 2:
+        return np.ones(len(y))
+    return np.asarray(get_label_quality_scores(y, q, method=rank_by), dtype=np.float64)
+
+
+def find_label_issues(
+    labels: Sequence[Any] | np.ndarray,
+    pred_probs: np.ndarray,
+    *,
+    classes: Sequence[Any] | np.ndarray | None = None,
+    filter_by: str = "prune_by_noise_rate",
+    rank_by: str = "self_confidence",
+    frac_noise: float = 1.0,
+    min_examples_per_class: int = 1,
+    n_jobs: int | None = 1,
+) -> LabelIssues:
+    """Flag rows whose given label is probably wrong, with cleanlab's confident learning.
+
+    Parameters
+    ----------
+    labels : (n,) given labels (any hashable: strings, ints).
+    pred_probs : (n, C) OUT-OF-SAMPLE class probabilities (e.g. ``oof.oof_predict_proba``) of any model or of a
+        fusion of models, columns in ``classes`` order. In-sample probabilities hide most issues.
+    classes : (C,) column labels; default ``np.unique(labels)`` (then C must equal the number of distinct labels).
+        Classes absent from ``labels`` are dropped before cleanlab runs (it requires every class present).
+    filter_by : one of ``FILTERS`` (cleanlab's ``filter_by``), which rows count as issues.
+    rank_by : one of ``RANKINGS``, the label quality score used to order issues (lowest first).
+    frac_noise : cleanlab's ``frac_noise`` in (0, 1]: keep only the top fraction of estimated issues per class
+        pair (``prune_by_*`` and ``both`` filters only).
+    min_examples_per_class : never flag a class below this many unflagged rows.
+    n_jobs : cleanlab worker processes (1 = no multiprocessing; None = one per core).
+
+    Returns
+    -------
+    LabelIssues (mask, ranked indices, quality scores, given and suggested class indices).
+    """
+    from cleanlab.filter import find_label_issues as cl_find_label_issues
+
+    if filter_by not in FILTERS:
+        raise ValueError(f"filter_by must be one of {FILTERS}, not {filter_by!r}")
+    if rank_by not in RANKINGS:
+        raise ValueError(f"rank_by must be one of {RANKINGS}, not {rank_by!r}")
+    if not 0.0 < frac_noise <= 1.0:
+        raise ValueError(f"frac_noise must be in (0, 1], got {frac_noise}")
+    classes = np.unique(np.asarray(labels)) if classes is None else np.asarray(classes)
+    p = check_proba(pred_probs, len(labels))
+    if p.shape[1] != len(classes):
+        raise ValueError(f"pred_probs has {p.shape[1]} columns for {len(classes)} classes")
+    given = encode_labels(labels, classes)
+    _, y, q = present_classes(given, p)
+    if q.shape[1] < 2:  # a single observed class: nothing to confuse it with
+        mask = np.zeros(len(y), dtype=bool)
+        quality = np.ones(len(y))
+    else:
+        mask = np.asarray(
+            cl_find_label_issues(
+                y,
+                q,
+                filter_by=filter_by,
+                frac_noise=frac_noise,
+                min_examples_per_class=min_examples_per_class,
+                n_jobs=n_jobs,
+            ),
+            dtype=bool,
+        )
+        quality = label_quality(y, q, classes=np.arange(q.shape[1]), rank_by=rank_by)
+    flagged = np.flatnonzero(mask)
+    ranked = flagged[np.argsort(quality[flagged], kind="stable")]
+    return LabelIssues(
+        mask=mask,
+        ranked=ranked,
+        quality=quality,
+        given=given,
+        suggested=p.argmax(axis=1),
+        classes=classes,
+        filter_by=filter_by,
+        rank_by=rank_by,
+    )
+
+
+@dataclass(frozen=True)
+class PruningPolicy:
+    """How flagged training rows are treated (see :func:`pruning_weights`).
+
+    ``kind``: ``"top-fraction"`` drops the ``fraction`` of flagged rows with the lowest label quality (the paper:
+    0.1 of the flagged list, about 2.5% of its data); ``"all"`` drops every flagged row; ``"downweight"`` keeps
+    every row and weights flagged ones by their label quality clipped to ``[min_weight, 1]``; ``"none"`` keeps all.
+    """
+
+    kind: str = "top-fraction"
+    fraction: float = 0.1
+    min_weight: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.kind not in POLICIES:
+            raise ValueError(f"policy must be one of {POLICIES}, not {self.kind!r}")
+        if not 0.0 <= self.fraction <= 1.0:
+            raise ValueError(f"fraction must be in [0, 1], got {self.fraction}")
+        if not 0.0 <= self.min_weight <= 1.0:
+            raise ValueError(f"min_weight must be in [0, 1], got {self.min_weight}")
+
+    @classmethod
+    def parse(cls, spec: str | PruningPolicy) -> PruningPolicy:
+        """From ``"top-fraction"``, ``"top-fraction:0.1"``, ``"all"``, ``"downweight:0.05"`` or ``"none"``."""
+        if isinstance(spec, PruningPolicy):
+            return spec
+        kind, _, arg = spec.strip().partition(":")
+        if not arg:
+            return cls(kind=kind)
+        value = float(arg)
+        return cls(kind=kind, min_weight=value) if kind == "downweight" else cls(kind=kind, fraction=value)
+
+    def __str__(self) -> str:
+        if self.kind == "top-fraction":
+            return f"top-fraction:{self.fraction:g}"
+        return f"downweight:{self.min_weight:g}" if self.kind == "downweight" else self.kind
+
+
+def pruning_weights(issues: LabelIssues, policy: PruningPolicy | str = "top-fraction") -> np.ndarray:
+    """(n,) training weights in [0, 1] for the rows of ``issues``: 0 = drop, 1 = keep as is."""
+    policy = PruningPolicy.parse(policy)
+    w = np.ones(len(issues.mask), dtype=np.float64)
+    if policy.kind == "all":
+        w[issues.mask] = 0.0
+    elif policy.kind == "top-fraction":
+        k = int(np.floor(policy.fraction * len(issues.ranked) + 0.5))
+        w[issues.ranked[:k]] = 0.0
+    elif policy.kind == "downweight":
+        w[issues.mask] = np.clip(issues.quality[issues.mask], policy.min_weight, 1.0)
+    return w
+
+
+def _rows(X: Any, idx: np.ndarray) -> Any:
+    return X.iloc[idx] if isinstance(X, pd.DataFrame | pd.Series) else X[idx]
+
+
+def fit_weighted(estimator: Any, X: Any, y: np.ndarray, weights: np.ndarray | None) -> Any:
+    """Fit ``estimator`` on rows with weight > 0; fractional weights go to ``fit`` as ``sample_weight``.
+
+    A Pipeline receives them as ``<last step>__sample_weight``. Returns the fitted estimator.
+    """
+    if weights is None:
+        return estimator.fit(X, y)
+    keep = np.flatnonzero(weights > 0)
+    Xk = _rows(X, keep)
+    if np.all(weights[keep] == 1.0):
+        return estimator.fit(Xk, y[keep])
+    if hasattr(estimator, "steps"):
+        return estimator.fit(Xk, y[keep], **{f"{estimator.steps[-1][0]}__sample_weight": weights[keep]})
+    if "sample_weight" not in inspect.signature(estimator.fit).parameters:
+        raise TypeError(f"{type(estimator).__name__}.fit takes no sample_weight; use a dropping policy")
+    return estimator.fit(Xk, y[keep], sample_weight=weights[keep])
+
+
+@dataclass
+class PruneResult:
+    """``weights`` (n_train,) in [0, 1] (0 = dropped), ``issues`` found on the training rows, ``proba`` their
+    (n_train, C) out-of-fold probabilities."""
+
+    weights: np.ndarray
+    issues: LabelIssues
+    proba: np.ndarray
+
+    @property
+    def keep(self) -> np.ndarray:
+        """(n_train,) bool, rows that stay in training."""
+        return self.weights > 0
+
+
+def prune_training_rows(
+    estimator: Any,
+    X_train: Any,
+    y_train: Sequence[Any] | np.ndarray,
+    *,
+    policy: PruningPolicy | str = "top-fraction",
+    n_splits: int = 4,
+    filter_by: str = "prune_by_noise_rate",
+    rank_by: str = "self_confidence",
+    seed: int = 42,
+    progress: bool = False,
+) -> PruneResult:
+    """Training weights from confident learning on ``n_splits``-fold OOF probabilities of the TRAINING rows.
+
+    Pass only the rows the final model will be trained on: validation/test rows and the rows a fusion model is
+    trained on must never be pruned, or their scores are inflated. ``estimator`` is cloned, never fitted in place.
+    """
+    from prodcat.oof import oof_predict_proba
+
+    y = np.asarray(y_train)
+    oof = oof_predict_proba(
+        estimator,
+        X_train,
+        y,
+        n_splits=n_splits,
+        seed=seed,
+        refit=False,
+        progress=progress,
+        desc="noise folds",
+    )
+    issues = find_label_issues(y, oof.proba, classes=oof.classes, filter_by=filter_by, rank_by=rank_by)
+    return PruneResult(weights=pruning_weights(issues, policy), issues=issues, proba=oof.proba)
+
+
+def _macro_f1_idx(t: np.ndarray, p: np.ndarray, n_classes: int) -> float:
+    """Macro-F1 from integer labels over the classes that occur in ``t`` or ``p`` (as sklearn does)."""
+    cm = np.bincount(t * n_classes + p, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+    tp = np.diag(cm).astype(np.float64)
+    support, predicted = cm.sum(axis=1), cm.sum(axis=0)
+    seen = (support + predicted) > 0
+    f1 = np.divide(2 * tp, support + predicted, out=np.zeros_like(tp), where=seen)
+    return float(f1[seen].mean())
+
+
+@dataclass
+class PruningComparison:
+    """Held-out macro-F1 with and without pruning the training folds.
+
+    ``folds``: one row per (fold, policy) with ``n_train``, ``n_flagged``, ``n_dropped``, ``macro_f1``.
+    ``summary``: one row per policy with ``macro_f1`` over all pooled held-out predictions and its bootstrap 95%
+    interval (``f1_lo``, ``f1_hi``), ``delta`` against ``"none"`` with a paired bootstrap 95% interval
+    (``delta_lo``, ``delta_hi``: resampling the same rows for both), the mean and std of the per-fold scores and
+    the mean number of dropped rows. ``predictions``: policy -> (n,) held-out predicted labels.
+    """
+
+    folds: pd.DataFrame
+    summary: pd.DataFrame
+    predictions: dict[str, np.ndarray]
+
+
+def compare_pruning(
+    estimator: Any,
+    X: Any,
+    y: Sequence[Any] | np.ndarray,
+    *,
+    policies: Sequence[PruningPolicy | str] = ("top-fraction:0.1", "all"),
+    n_splits: int = 5,
+    inner_splits: int = 4,
+    filter_by: str = "prune_by_noise_rate",
+    rank_by: str = "self_confidence",
+    detector: Any = None,
+    X_detector: Any = None,
+    y_eval: Sequence[Any] | np.ndarray | None = None,
+    n_boot: int = 1000,
+    seed: int = 42,
+    progress: bool = True,
+) -> PruningComparison:
+    """Macro-F1 on held-out folds when the training folds are used as given vs pruned by each policy.
+
+    For each of ``n_splits`` outer folds, label issues are found from ``inner_splits``-fold OOF probabilities of
+    the training part only, by ``detector`` on ``X_detector`` (default: ``estimator`` on ``X``; e.g. a text model
+    on the catalog to clean an image model's training rows). The held-out part is never cleaned and is scored
+    against ``y_eval`` (default ``y``; pass the true labels when known, e.g. in synthetic experiments).
+    """
+    from sklearn.base import clone
+    from tqdm.auto import tqdm
+
+    from prodcat.evaluate import bootstrap_ci, macro_f1
+    from prodcat.oof import align_proba
+    from prodcat.splits import kfold_indices
+
+    y = np.asarray(y)
+    y_eval = y if y_eval is None else np.asarray(y_eval)
+    detector, X_detector = (
+        (estimator, X) if detector is None else (detector, X if X_detector is None else X_detector)
+    )
+    classes = np.unique(np.concatenate([y, y_eval]))
+    parsed = [PruningPolicy(kind="none"), *(PruningPolicy.parse(p) for p in policies if str(p) != "none")]
+    names = [str(p) for p in parsed]
+    pred = {name: np.empty(len(y), dtype=np.int64) for name in names}
+    rows = []
+    splits = list(kfold_indices(y.tolist(), n_splits=n_splits, seed=seed))
+    for k, (tr, te) in enumerate(tqdm(splits, desc="pruning folds", disable=not progress)):
+        found = prune_training_rows(
+            detector,
+            _rows(X_detector, tr),
+            y[tr],
+            policy="none",
+            n_splits=inner_splits,
+            filter_by=filter_by,
+            rank_by=rank_by,
+            seed=seed,
+        ).issues
+        for policy, name in zip(parsed, names, strict=True):
+            w = pruning_weights(found, policy)
+            model = fit_weighted(clone(estimator), _rows(X, tr), y[tr], None if policy.kind == "none" else w)
+            proba = align_proba(model.predict_proba(_rows(X, te)), model.classes_, classes)
+            pred[name][te] = proba.argmax(axis=1)
+            f1 = macro_f1(y_eval[te], classes[pred[name][te]])
+            n_dropped = int((w == 0).sum())
+            rows.append(
+                {
+                    "fold": k,
+                    "policy": name,
+                    "n_train": len(tr),
+                    "n_flagged": found.n_issues,
+                    "n_dropped": n_dropped,
+                    "macro_f1": f1,
+                }
+            )
+    folds = pd.DataFrame(rows)
+    t_all = encode_labels(y_eval, classes)
+    rng = np.random.default_rng(seed)
+    boots = [rng.integers(0, len(y), len(y)) for _ in range(n_boot)]
+    summary = []
+    for name in names:
+        ci = bootstrap_ci(y_eval, classes[pred[name]], n_boot=max(n_boot, 1), seed=seed)
+        deltas = np.array(
+            [
+                _macro_f1_idx(t_all[b], pred[name][b], len(classes))
+                - _macro_f1_idx(t_all[b], pred["none"][b], len(classes))
+                for b in boots
+            ]
+        )
+        per_fold = folds.loc[folds["policy"] == name]
+        summary.append(
+            {
+                "policy": name,
+                "macro_f1": ci.value,
+                "f1_lo": ci.low,
+                "f1_hi": ci.high,
+                "delta": ci.value - macro_f1(y_eval, classes[pred["none"]]),
+                "delta_lo": float(np.quantile(deltas, 0.025)) if n_boot else np.nan,
+                "delta_hi": float(np.quantile(deltas, 0.975)) if n_boot else np.nan,
+                "fold_mean": per_fold["macro_f1"].mean(),
+                "fold_std": per_fold["macro_f1"].std(ddof=1),
+                "dropped_mean": per_fold["n_dropped"].mean(),
+            }
+        )
+    return PruningComparison(
+        folds=folds, summary=pd.DataFrame(summary), predictions={n: classes[p] for n, p in pred.items()}
+    )

@@ -1,0 +1,201 @@
+"""Config -> stages -> trained model. The only module that sequences stages.
+
+Training (``fusion_data="oof"``, the default)::
+
+    catalog ─ holdout split (validation_fraction) ─▶ train rows ─┬─ text model k : K-fold OOF probas (n, C)
+                                                                  ├─ image model k: K-fold OOF probas (n, C)
+                                                                  │    (noise: confident learning on its OOF ->
+                                                                  │     training-fold weights -> OOF again)
+                                                                  ├─ each model refit on all train rows (weighted)
+                                                                  └─ fuser fit on [OOF probas of every model] (n, m*C)
+                                       validation rows ─▶ macro-F1 of every model, every modality and the fusion
+
+With ``fusion_data="holdout"`` (the paper's way) the modality models are fit on the training part minus a held-out
+``fusion_holdout`` fraction, and the fuser learns from their probabilities on that held-out part.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from prodcat.config import TrainConfig, build_fuser, build_model
+from prodcat.evaluate import bootstrap_ci
+from prodcat.oof import align_proba, oof_predict_proba
+from prodcat.splits import holdout_split
+
+
+@dataclass
+class TrainedModel:
+    """A trained prodcat model: modality models (name, role, estimator), the fuser and what was measured."""
+
+    classes: np.ndarray
+    models: list[tuple[str, str, Any]]  # (name, "text" | "image", fitted estimator)
+    fuser: Any
+    config: TrainConfig
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def model_probas(self, df: pd.DataFrame) -> list[np.ndarray]:
+        """Each modality model's (n, C) probabilities in ``classes`` order."""
+        return [align_proba(est.predict_proba(df), est.classes_, self.classes) for _, _, est in self.models]
+
+    def predict_proba(self, df: pd.DataFrame) -> np.ndarray:
+        """(n, C) fused probabilities in ``classes`` order."""
+        fused = self.fuser.predict_proba(np.hstack(self.model_probas(df)))
+        return align_proba(fused, self.fuser.classes_, self.classes)
+
+    def predict(self, df: pd.DataFrame) -> np.ndarray:
+        """(n,) fused labels; follows the fuser's own ``predict`` (majority vote for ``paper-mlp``)."""
+        return np.asarray(self.fuser.predict(np.hstack(self.model_probas(df))))
+
+
+def _log(progress: bool, msg: str) -> None:
+    if progress:
+        tqdm.write(msg)
+
+
+def _model_oof(
+    est: Any, X: pd.DataFrame, y: np.ndarray, *, role: str, config: TrainConfig, progress: bool
+) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
+    """OOF probabilities of one model on the training rows, with optional noise cleaning of training folds.
+
+    Returns ``(oof (n, C), sample_weight or None, noise info)``.
+    """
+    from prodcat.noise import PruningPolicy, find_label_issues, pruning_weights
+
+    oof = oof_predict_proba(
+        est,
+        X,
+        y,
+        n_splits=config.n_folds,
+        seed=config.seed,
+        refit=False,
+        progress=progress,
+        desc=f"{role} folds",
+    )
+    info: dict[str, Any] = {}
+    if not (config.noise.enabled and role in config.noise.modalities):
+        return oof.proba, None, info
+    issues = find_label_issues(
+        y, oof.proba, classes=oof.classes, filter_by=config.noise.filter_by, rank_by=config.noise.rank_by
+    )
+    weights = pruning_weights(issues, PruningPolicy.parse(config.noise.policy))
+    info = {
+        "flagged": int(issues.n_issues),
+        "dropped": int((weights == 0).sum()),
+        "policy": config.noise.policy,
+    }
+    if np.allclose(weights, 1.0):
+        return oof.proba, None, info
+    # Weights apply to the training folds only: every row is still predicted (and later fused) as given.
+    again = oof_predict_proba(
+        est,
+        X,
+        y,
+        n_splits=config.n_folds,
+        seed=config.seed,
+        refit=False,
+        sample_weight=weights,
+        progress=progress,
+        desc=f"{role} folds (cleaned)",
+    )
+    return again.proba, weights, info
+
+
+def _fit(est: Any, X: pd.DataFrame, y: np.ndarray, weights: np.ndarray | None) -> Any:
+    return est.fit(X, y) if weights is None else est.fit(X, y, sample_weight=weights)
+
+
+def _score(y: np.ndarray, proba: np.ndarray, classes: np.ndarray, seed: int) -> dict[str, Any]:
+    return score_labels(y, classes[proba.argmax(axis=1)], seed=seed)
+
+
+def score_labels(y: np.ndarray, pred: np.ndarray, *, seed: int = 0) -> dict[str, Any]:
+    """``{"macro_f1", "macro_f1_ci": [low, high] (95% bootstrap), "n"}`` of predicted labels."""
+    ci = bootstrap_ci(y, pred, seed=seed)
+    return {"macro_f1": float(ci.value), "macro_f1_ci": [ci.low, ci.high], "n": len(y)}
+
+
+def evaluate_models(model: TrainedModel, df: pd.DataFrame, y: np.ndarray) -> dict[str, Any]:
+    """Macro-F1 (+95% bootstrap CI) of every model, the best model of each modality, and the fusion on ``df``."""
+    probas = model.model_probas(df)
+    seed = model.config.seed
+    per_model = {
+        f"{role}:{name}": _score(y, p, model.classes, seed)
+        for (name, role, _), p in zip(model.models, probas, strict=True)
+    }
+    per_modality: dict[str, Any] = {}
+    for role in ("text", "image"):
+        scores = [s["macro_f1"] for k, s in per_model.items() if k.startswith(role + ":")]
+        per_modality[role] = max(scores) if scores else None
+    fused = score_labels(y, model.predict(df), seed=seed)
+    per_modality["fusion"] = fused["macro_f1"]
+    return {**fused, "per_modality": per_modality, "per_model": per_model}
+
+
+def train(df: pd.DataFrame, config: TrainConfig, *, progress: bool = True) -> TrainedModel:
+    """Train the configured text and image models, the noise cleaning and the fusion on catalog ``df``.
+
+    ``df`` must be labelled (catalog schema). Returns a :class:`TrainedModel` whose ``metrics`` hold the
+    validation scores (when ``validation_fraction > 0``), stage wall times and noise counts.
+    """
+    if df["label"].isna().any():
+        raise ValueError("training needs a label for every product")
+    y_all = df["label"].astype(str).to_numpy()
+    timings: dict[str, float] = {}
+    if config.validation_fraction > 0:
+        tr_idx, va_idx = holdout_split(y_all, test_size=config.validation_fraction, seed=config.seed)
+    else:
+        tr_idx, va_idx = np.arange(len(df)), np.array([], dtype=np.int64)
+    train_df, y = df.iloc[tr_idx].reset_index(drop=True), y_all[tr_idx]
+    classes = np.unique(y)
+    fuse_idx = np.arange(len(y))
+    if config.fusion_data == "holdout":
+        fit_idx, fuse_idx = holdout_split(y, test_size=config.fusion_holdout, seed=config.seed + 1)
+    specs = [(s, "text") for s in config.text_models] + [(s, "image") for s in config.image_models]
+    if not specs:
+        raise ValueError("the config names no text or image model")
+    models, fuse_inputs, noise_info = [], [], {}
+    for spec, role in specs:
+        t0 = time.perf_counter()
+        _log(progress, f"[{role}] {spec.name}")
+        est = build_model(spec, modality=role, cache_dir=config.cache_dir, seed=config.seed)
+        if config.fusion_data == "oof":
+            proba, weights, info = _model_oof(est, train_df, y, role=role, config=config, progress=progress)
+            fitted = _fit(est, train_df, y, weights)
+        else:
+            part = train_df.iloc[fit_idx].reset_index(drop=True)
+            _, weights, info = (
+                _model_oof(est, part, y[fit_idx], role=role, config=config, progress=progress)
+                if (config.noise.enabled and role in config.noise.modalities)
+                else (None, None, {})
+            )
+            fitted = _fit(est, part, y[fit_idx], weights)
+            proba = fitted.predict_proba(train_df.iloc[fuse_idx].reset_index(drop=True))
+        fuse_inputs.append(align_proba(proba, fitted.classes_, classes))
+        models.append((spec.name, role, fitted))
+        if info:
+            noise_info[f"{role}:{spec.name}"] = info
+        timings[f"{role}:{spec.name}"] = round(time.perf_counter() - t0, 2)
+    t0 = time.perf_counter()
+    _log(progress, f"[fusion] {config.fusion.method} on {len(fuse_idx)} rows x {len(models)} models")
+    fuser = build_fuser(config.fusion, n_models=len(models), seed=config.seed)
+    fuser.fit(np.hstack(fuse_inputs), y[fuse_idx])
+    timings["fusion"] = round(time.perf_counter() - t0, 2)
+    model = TrainedModel(classes=classes, models=models, fuser=fuser, config=config)
+    model.metrics = {
+        "n_train": len(tr_idx),
+        "n_validation": len(va_idx),
+        "n_classes": len(classes),
+        "timings_s": timings,
+        "noise": noise_info,
+    }
+    if len(va_idx):
+        val_df = df.iloc[va_idx].reset_index(drop=True)
+        model.metrics["validation"] = evaluate_models(model, val_df, y_all[va_idx])
+    return model

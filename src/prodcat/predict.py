@@ -1,0 +1,183 @@
+"""Prediction with a loaded bundle: one frame at a time (:class:`Predictor`) or a whole catalog streamed in chunks
+to CSV / Parquet (:func:`batch_predict`).
+
+Rows with an unreadable image or empty text still get a prediction from the modality that remains (the missing
+one contributes its class prior), and are flagged in ``text_available`` / ``image_available``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from prodcat.oof import align_proba
+from prodcat.pipeline import TrainedModel
+from prodcat.text.clean import clean_text
+
+OUTPUT_FORMATS = (".csv", ".parquet")
+
+
+class Predictor:
+    """A trained model ready to predict. Built by :func:`prodcat.bundle.load_bundle`.
+
+    Parameters
+    ----------
+    model : the loaded :class:`~prodcat.pipeline.TrainedModel`.
+    manifest : the bundle manifest (exposed, trimmed, as ``metadata``).
+    cache_dir : embedding cache for prediction; None (default) computes embeddings without storing them.
+    """
+
+    def __init__(
+        self, model: TrainedModel, manifest: dict[str, Any], *, cache_dir: str | None = None
+    ) -> None:
+        self.model = model
+        self.classes = [str(c) for c in model.classes]
+        self.metadata = {
+            "prodcat_version": manifest.get("versions", {}).get("prodcat"),
+            "created": manifest.get("created"),
+            "classes": self.classes,
+            "models": [{k: e[k] for k in ("name", "role")} for e in manifest.get("models", [])],
+            "fusion": manifest.get("fusion"),
+            "metrics": manifest.get("metrics", {}).get("validation"),
+        }
+        for _, _, est in model.models:
+            if "cache_dir" in est.get_params(deep=False):
+                est.set_params(cache_dir=cache_dir)
+            if "progress" in est.get_params(deep=False):
+                est.set_params(progress=False)
+
+    def roles(self) -> set[str]:
+        """Modalities the model uses."""
+        return {role for _, role, _ in self.model.models}
+
+    def predict_proba(self, df: pd.DataFrame) -> np.ndarray:
+        """(n, C) fused probabilities, columns in ``classes`` order."""
+        return self.model.predict_proba(_schema(df))
+
+    def predict_frame(self, df: pd.DataFrame, *, top_k: int = 5) -> pd.DataFrame:
+        """One row per product: ``id, label, probability, top_labels, top_probabilities, text_available,
+        image_available, image_error``. ``df``: catalog schema; ``image`` holds bytes, a path or None."""
+        df = _schema(df)
+        probas = self.model.model_probas(df)
+        X = np.hstack(probas)
+        fused = align_proba(self.model.fuser.predict_proba(X), self.model.fuser.classes_, self.model.classes)
+        labels = np.asarray(self.model.fuser.predict(X)).astype(str)
+        k = max(1, min(top_k, len(self.classes)))
+        top = np.argsort(-fused, axis=1)[:, :k]
+        classes = np.asarray(self.classes)
+        text_ok = np.array(
+            [
+                bool(clean_text(t) or clean_text(d))
+                for t, d in zip(df["title"], df["description"], strict=True)
+            ]
+        )
+        image_ok, image_err = _image_status(df["image"].tolist())
+        label_idx = (
+            np.searchsorted(classes, labels)
+            if (np.sort(classes) == classes).all()
+            else np.array([self.classes.index(lab) for lab in labels])
+        )
+        return pd.DataFrame(
+            {
+                "id": df["id"].astype(str).to_numpy(),
+                "label": labels,
+                "probability": fused[np.arange(len(df)), label_idx],
+                "top_labels": [list(classes[row]) for row in top],
+                "top_probabilities": [[float(v) for v in fused[i, row]] for i, row in enumerate(top)],
+                "text_available": text_ok,
+                "image_available": image_ok,
+                "image_error": image_err,
+            }
+        )
+
+
+def _schema(df: pd.DataFrame) -> pd.DataFrame:
+    out = df.copy()
+    for col, default in (("title", ""), ("description", ""), ("image", None)):
+        if col not in out:
+            out[col] = default
+    if "id" not in out:
+        out["id"] = [str(i) for i in range(len(out))]
+    out["title"] = out["title"].fillna("")
+    out["description"] = out["description"].fillna("")
+    return out.reset_index(drop=True)
+
+
+def _image_status(items: list[Any]) -> tuple[np.ndarray, list[str | None]]:
+    """Header-level check of each image (cheap); the encoders report the same rows as missing."""
+    from prodcat.image.decode import probe_image
+
+    ok = np.zeros(len(items), dtype=bool)
+    errors: list[str | None] = []
+    for i, item in enumerate(items):
+        if item is None or (isinstance(item, float) and np.isnan(item)):
+            errors.append("no image")
+            continue
+        good, _, reason = probe_image(item)
+        ok[i] = good
+        errors.append(None if good else reason)
+    return ok, errors
+
+
+def flatten(pred: pd.DataFrame) -> pd.DataFrame:
+    """Top-k lists as columns ``top1_label, top1_probability, ...`` (for CSV and Parquet files)."""
+    out = pred.drop(columns=["top_labels", "top_probabilities"])
+    out["image_error"] = out["image_error"].astype("string")  # stable type even for an all-None chunk
+    k = max((len(v) for v in pred["top_labels"]), default=0)
+    for j in range(k):
+        out[f"top{j + 1}_label"] = [v[j] if j < len(v) else None for v in pred["top_labels"]]
+        out[f"top{j + 1}_probability"] = [v[j] if j < len(v) else None for v in pred["top_probabilities"]]
+    return out
+
+
+def batch_predict(
+    predictor: Predictor,
+    df: pd.DataFrame,
+    out_file: str | Path,
+    *,
+    chunk_size: int = 2048,
+    top_k: int = 3,
+    progress: bool = True,
+) -> dict[str, int]:
+    """Predict ``df`` chunk by chunk, appending each chunk to ``out_file`` (.csv or .parquet) as it is done.
+
+    Memory holds one chunk of images at a time. Returns counts: rows, rows without text, rows without image.
+    """
+    out = Path(out_file)
+    if out.suffix.lower() not in OUTPUT_FORMATS:
+        raise ValueError(f"{out}: output must end in {' or '.join(OUTPUT_FORMATS)}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".partial")
+    writer = None
+    counts = {"rows": 0, "no_text": 0, "no_image": 0}
+    try:
+        with tqdm(total=len(df), desc="predict", unit="product", disable=not progress) as bar:
+            for start in range(0, len(df), chunk_size):
+                chunk = flatten(predictor.predict_frame(df.iloc[start : start + chunk_size], top_k=top_k))
+                counts["rows"] += len(chunk)
+                counts["no_text"] += int((~chunk["text_available"]).sum())
+                counts["no_image"] += int((~chunk["image_available"]).sum())
+                if out.suffix.lower() == ".csv":
+                    chunk.to_csv(tmp, mode="w" if start == 0 else "a", header=start == 0, index=False)
+                else:
+                    import pyarrow as pa
+                    import pyarrow.parquet as pq
+
+                    table = pa.Table.from_pandas(chunk, preserve_index=False)
+                    if writer is None:
+                        writer = pq.ParquetWriter(tmp, table.schema)
+                    writer.write_table(table.cast(writer.schema))
+                bar.update(len(chunk))
+        if counts["rows"] == 0:  # an empty catalog still gets a (header-only) file
+            flatten(predictor.predict_frame(df.iloc[:0], top_k=top_k)).to_csv(tmp, index=False) if (
+                out.suffix.lower() == ".csv"
+            ) else pd.DataFrame().to_parquet(tmp)
+    finally:
+        if writer is not None:
+            writer.close()
+    tmp.replace(out)  # only a complete file gets the final name
+    return counts

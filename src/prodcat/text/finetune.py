@@ -1,0 +1,314 @@
+"""Fine-tuned Hugging Face transformer text classifier (``hf:<name-or-path>``), the paper's CamemBERT recipe.
+
+Title and description go in as a sentence pair (``<s> title </s></s> description </s>``), truncated to
+``max_length`` (128) tokens; the backbone's pooled output (``pooler_output``, else the first token's hidden state)
+goes through dropout and one linear layer. Training: AdamW (no weight decay on biases and LayerNorm), linear
+warm-up then linear decay, gradient clipping at 1.0, and the checkpoint with the best validation macro-F1 (a
+seeded stratified ``val_fraction`` of the training rows) is kept. The defaults of epochs, batch size and learning
+rate are common CamemBERT fine-tuning values, not tuned here.
+
+Needs the optional extra ``hf`` (``transformers``). Weights must be local: ``local_files_only=True`` by default, so
+nothing is downloaded at run time. A GPU is used when present (``device="auto"``); on CPU this is slow for real
+backbones and meant for small checks. Rows with neither title nor description get the training class prior.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.metrics import f1_score
+from sklearn.utils.validation import check_is_fitted
+from tqdm.auto import tqdm
+
+from prodcat.models import available_cores, class_prior, expand_proba
+from prodcat.splits import holdout_split
+from prodcat.text.clean import clean_text
+
+_LAZY: dict[str, type] = {}
+
+
+def _pair_classifier_class() -> type:
+    """The torch module class, built on first use so that importing this file does not import torch."""
+    if "PairClassifier" not in _LAZY:
+        import torch
+
+        class PairClassifier(torch.nn.Module):
+            """``backbone`` (a transformers base model) -> pooled output -> dropout -> linear: logits (B, C)."""
+
+            def __init__(self, backbone: Any, n_classes: int, dropout: float) -> None:
+                super().__init__()
+                self.backbone = backbone
+                self.dropout = torch.nn.Dropout(dropout)
+                self.out = torch.nn.Linear(backbone.config.hidden_size, n_classes)
+
+            def forward(self, **inputs: Any) -> Any:
+                hidden = self.backbone(**inputs)
+                pooled = getattr(hidden, "pooler_output", None)
+                if pooled is None:
+                    pooled = hidden.last_hidden_state[:, 0]  # (B, H): the <s>/[CLS] token
+                return self.out(self.dropout(pooled))  # (B, C)
+
+        PairClassifier.__module__ = __name__
+        PairClassifier.__qualname__ = "PairClassifier"
+        _LAZY["PairClassifier"] = PairClassifier
+    return _LAZY["PairClassifier"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lets pickle find ``prodcat.text.finetune.PairClassifier`` (fitted models pickle with their torch module).
+    if name == "PairClassifier":
+        return _pair_classifier_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@contextmanager
+def _torch_threads(n: int) -> Any:
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _column(X: pd.DataFrame, name: str) -> list[str]:
+    return [clean_text(t) for t in X[name]] if name in X else [""] * len(X)
+
+
+class HFTextClassifier(ClassifierMixin, BaseEstimator):
+    """Fine-tune a local Hugging Face encoder on (title, description) pairs; sklearn classifier contract.
+
+    Parameters
+    ----------
+    model_name_or_path : a local folder (``save_pretrained`` layout: config, weights, tokenizer) or a name already
+        in the Hugging Face cache (e.g. ``"camembert-base"``).
+    max_length : tokens per pair, truncating the longer segment first.
+    epochs, batch_size, learning_rate, weight_decay, warmup_ratio : AdamW and linear warm-up schedule.
+    val_fraction : share of training rows held out (stratified, seeded) to pick the best epoch by macro-F1;
+        0 keeps the last epoch.
+    dropout : before the linear layer.
+    device : ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+    local_files_only : never download (default True).
+    threads : torch CPU threads during fit/predict (default: the cores this process may use).
+
+    Attributes
+    ----------
+    classes_, prior_, model_ (torch module), tokenizer_, history_ (per-epoch dicts: loss, val_macro_f1),
+    best_epoch_.
+    """
+
+    def __init__(
+        self,
+        model_name_or_path: str = "camembert-base",
+        *,
+        max_length: int = 128,
+        epochs: int = 4,
+        batch_size: int = 32,
+        learning_rate: float = 5e-5,
+        weight_decay: float = 0.01,
+        warmup_ratio: float = 0.1,
+        val_fraction: float = 0.1,
+        dropout: float = 0.1,
+        device: str = "auto",
+        local_files_only: bool = True,
+        threads: int | None = None,
+        title_column: str = "title",
+        description_column: str = "description",
+        progress: bool = True,
+        random_state: int = 0,
+    ) -> None:
+        self.model_name_or_path = model_name_or_path
+        self.max_length = max_length
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.warmup_ratio = warmup_ratio
+        self.val_fraction = val_fraction
+        self.dropout = dropout
+        self.device = device
+        self.local_files_only = local_files_only
+        self.threads = threads
+        self.title_column = title_column
+        self.description_column = description_column
+        self.progress = progress
+        self.random_state = random_state
+
+    # -- inputs -------------------------------------------------------------------------------------------------
+    def _pairs(self, X: Any) -> tuple[list[str], list[str]]:
+        if not isinstance(X, pd.DataFrame):
+            X = pd.DataFrame({self.title_column: list(X)})
+        return _column(X, self.title_column), _column(X, self.description_column)
+
+    def _encode(self, titles: list[str], descs: list[str]) -> list[list[int]]:
+        """Token ids per row: a pair when both parts exist, else the one that does."""
+        ids: list[list[int]] = [[] for _ in titles]
+        groups: dict[str, list[int]] = {"pair": [], "title": [], "desc": []}
+        for i, (t, d) in enumerate(zip(titles, descs, strict=True)):
+            if t or d:  # rows with no text keep [] and get the prior
+                groups["pair" if t and d else "title" if t else "desc"].append(i)
+        kw = {"truncation": True, "max_length": self.max_length}
+        for group, rows in groups.items():
+            if not rows:
+                continue
+            if group == "pair":
+                enc = self.tokenizer_([titles[i] for i in rows], [descs[i] for i in rows], **kw)
+            else:
+                enc = self.tokenizer_([(titles if group == "title" else descs)[i] for i in rows], **kw)
+            for i, row in zip(rows, enc["input_ids"], strict=True):
+                ids[i] = list(row)
+        return ids
+
+    def _batch(self, ids: list[list[int]], rows: np.ndarray) -> dict[str, Any]:
+        import torch
+
+        width = max(len(ids[i]) for i in rows)
+        pad = self.tokenizer_.pad_token_id or 0
+        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)  # (B, T)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)  # (B, T)
+        for r, i in enumerate(rows):
+            input_ids[r, : len(ids[i])] = torch.tensor(ids[i], dtype=torch.long)
+            mask[r, : len(ids[i])] = 1
+        return {"input_ids": input_ids.to(self.device_), "attention_mask": mask.to(self.device_)}
+
+    # -- training -----------------------------------------------------------------------------------------------
+    def _optimizer(self, n_steps: int) -> tuple[Any, Any]:
+        import torch
+
+        decay: list[Any] = []
+        no_decay: list[Any] = []
+        for name, p in self.model_.named_parameters():
+            (no_decay if p.ndim < 2 or "LayerNorm" in name or "norm" in name.lower() else decay).append(p)
+        opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=self.learning_rate,
+        )
+        warm = max(1, int(self.warmup_ratio * n_steps))
+
+        def schedule(step: int) -> float:  # linear warm-up to 1, then linear decay to 0
+            if step < warm:
+                return (step + 1) / warm
+            return max(0.0, (n_steps - step) / max(1, n_steps - warm))
+
+        return opt, torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+
+    def _split(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        idx = np.arange(len(y))
+        n_classes = len(np.unique(y))
+        n_val = round(self.val_fraction * len(y))
+        if self.val_fraction <= 0 or n_val < n_classes or len(y) - n_val < n_classes:
+            return idx, idx[:0]
+        return holdout_split(y.tolist(), test_size=n_val, seed=self.random_state)
+
+    def fit(self, X: Any, y: Any, sample_weight: np.ndarray | None = None) -> HFTextClassifier:
+        """Fine-tune on ``X`` (catalog DataFrame with title/description, n rows) and labels ``y`` (n,)."""
+        import torch
+        import torch.nn.functional as F
+        from transformers import AutoModel, AutoTokenizer
+
+        y = np.asarray(y)
+        w = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+        self.classes_ = np.unique(y)
+        self.prior_ = class_prior(y, self.classes_, sample_weight)
+        self.device_ = torch.device(
+            "cuda"
+            if self.device == "auto" and torch.cuda.is_available()
+            else "cpu"
+            if self.device == "auto"
+            else self.device
+        )
+        torch.manual_seed(self.random_state)
+        rng = np.random.default_rng(self.random_state)
+        path, local = self.model_name_or_path, self.local_files_only
+        self.tokenizer_ = AutoTokenizer.from_pretrained(path, local_files_only=local)
+        backbone = AutoModel.from_pretrained(path, local_files_only=local)
+        self.model_ = _pair_classifier_class()(backbone, len(self.classes_), self.dropout).to(self.device_)
+
+        titles, descs = self._pairs(X)
+        ids = self._encode(titles, descs)
+        has_text = np.array([len(r) > 0 for r in ids])
+        target = np.searchsorted(self.classes_, y)
+        tr, va = self._split(y)
+        tr, va = tr[has_text[tr]], va[has_text[va]]
+        steps_per_epoch = math.ceil(len(tr) / self.batch_size)
+        opt, sched = self._optimizer(max(1, steps_per_epoch * self.epochs))
+        self.history_: list[dict[str, float]] = []
+        best_f1, best_state = -1.0, None
+        with _torch_threads(self.threads or available_cores()):
+            for epoch in range(self.epochs):
+                self.model_.train()
+                order = rng.permutation(tr)
+                losses = []
+                bar = tqdm(
+                    range(0, len(order), self.batch_size),
+                    desc=f"epoch {epoch + 1}/{self.epochs}",
+                    disable=not self.progress,
+                    leave=False,
+                )
+                for start in bar:
+                    rows = order[start : start + self.batch_size]
+                    logits = self.model_(**self._batch(ids, rows))  # (B, C)
+                    yb = torch.as_tensor(target[rows], device=self.device_)
+                    wb = torch.as_tensor(w[rows], dtype=logits.dtype, device=self.device_)
+                    loss = (F.cross_entropy(logits, yb, reduction="none") * wb).sum() / wb.sum().clamp_min(
+                        1e-12
+                    )
+                    opt.zero_grad()
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(self.model_.parameters(), 1.0)
+                    opt.step()
+                    sched.step()
+                    losses.append(float(loss.detach()))
+                record = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else float("nan")}
+                if len(va):
+                    pred = self._logits(ids, va).argmax(axis=1)
+                    record["val_macro_f1"] = float(f1_score(target[va], pred, average="macro"))
+                self.history_.append(record)
+                score = record.get("val_macro_f1", float(epoch))
+                if score > best_f1:
+                    best_f1, self.best_epoch_ = score, epoch + 1
+                    best_state = copy.deepcopy(
+                        {k: v.detach().cpu() for k, v in self.model_.state_dict().items()}
+                    )
+        if best_state is not None:
+            self.model_.load_state_dict(best_state)
+        self.model_.eval()
+        return self
+
+    def _logits(self, ids: list[list[int]], rows: np.ndarray) -> np.ndarray:
+        """(len(rows), C) logits, batched by length so little padding is computed."""
+        import torch
+
+        self.model_.eval()
+        out = np.zeros((len(rows), len(self.classes_)), dtype=np.float64)
+        order = np.argsort([len(ids[i]) for i in rows], kind="stable")
+        with torch.no_grad():
+            for start in range(0, len(order), self.batch_size * 2):
+                pos = order[start : start + self.batch_size * 2]
+                out[pos] = self.model_(**self._batch(ids, rows[pos])).float().cpu().numpy()
+        return out
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """(n, C) softmax probabilities in ``classes_`` order; rows with no text get ``prior_``."""
+        check_is_fitted(self, "model_")
+        ids = self._encode(*self._pairs(X))
+        has_text = np.flatnonzero([len(r) > 0 for r in ids])
+        proba = np.tile(self.prior_, (len(ids), 1))
+        if has_text.size:
+            with _torch_threads(self.threads or available_cores()):
+                logits = self._logits(ids, has_text)
+            e = np.exp(logits - logits.max(axis=1, keepdims=True))
+            proba[has_text] = expand_proba(e / e.sum(axis=1, keepdims=True), self.classes_, self.classes_)
+        return proba
+
+    def predict(self, X: Any) -> np.ndarray:
+        """(n,) most probable labels."""
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]

@@ -1,0 +1,154 @@
+"""Text classifiers ("text-model" registry): ``tfidf``, ``embed:<encoder>`` and ``hf:<name-or-path>``.
+
+All follow the sklearn classifier contract on the catalog DataFrame (they read ``title`` and ``description``)
+and give the training class prior to rows without text.
+
+>>> from prodcat.registry import create
+>>> create("text-model", "tfidf")                       # word + char n-gram TF-IDF, logistic regression
+>>> create("text-model", "embed:use-multilingual")      # frozen encoder + logistic-regression head
+>>> create("text-model", "hf:/models/camembert-base")   # fine-tuned transformer (extra ``hf``)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.utils.validation import check_is_fitted
+
+from prodcat.models import EmbeddingClassifier, catalog_text, class_prior, expand_proba
+from prodcat.registry import register
+from prodcat.text.clean import clean_text
+
+
+@register("text-model", "tfidf")
+class TfidfTextClassifier(ClassifierMixin, BaseEstimator):
+    """Word and character n-gram TF-IDF on cleaned ``title - description`` + multinomial logistic regression.
+
+    Parameters
+    ----------
+    column : ``"text"`` (title and description joined) or one column name.
+    word_ngram_range, char_ngram_range : n-gram ranges of the two vectorizers (characters within word bounds).
+    min_df : minimum document count of a kept n-gram (both vectorizers).
+    max_features : cap per vectorizer (most frequent n-grams), None for no cap.
+    C : inverse regularisation of the logistic regression.
+    class_weight : passed to LogisticRegression (``"balanced"`` helps rare classes at some cost elsewhere).
+    max_iter : solver iterations.
+
+    Attributes
+    ----------
+    classes_, prior_ (class prior for rows without text), word_, char_ (fitted vectorizers), linear_ (fitted
+    LogisticRegression).
+    """
+
+    def __init__(
+        self,
+        *,
+        column: str = "text",
+        word_ngram_range: tuple[int, int] = (1, 2),
+        char_ngram_range: tuple[int, int] = (2, 5),
+        min_df: int = 2,
+        max_features: int | None = 300_000,
+        C: float = 5.0,
+        class_weight: str | dict[Any, float] | None = None,
+        max_iter: int = 300,
+        random_state: int | None = 0,
+    ) -> None:
+        self.column = column
+        self.word_ngram_range = word_ngram_range
+        self.char_ngram_range = char_ngram_range
+        self.min_df = min_df
+        self.max_features = max_features
+        self.C = C
+        self.class_weight = class_weight
+        self.max_iter = max_iter
+        self.random_state = random_state
+
+    def _texts(self, X: Any) -> list[str]:
+        if not isinstance(X, pd.DataFrame):
+            return [clean_text(t) for t in X]
+        if self.column == "text" and "text" not in X:
+            return catalog_text(X)
+        return [clean_text(t) for t in X[self.column]]
+
+    def _features(self, texts: list[str]) -> sp.csr_matrix:
+        return sp.hstack([self.word_.transform(texts), self.char_.transform(texts)], format="csr")
+
+    def fit(self, X: Any, y: Any, sample_weight: np.ndarray | None = None) -> TfidfTextClassifier:
+        """Fit both vectorizers and the linear model on rows with text. ``X``: catalog DataFrame (n rows)."""
+        y = np.asarray(y)
+        self.classes_ = np.unique(y)
+        self.prior_ = class_prior(y, self.classes_, sample_weight)
+        texts = self._texts(X)
+        has = np.array([bool(t) for t in texts])
+        kept = [t for t, h in zip(texts, has, strict=True) if h]
+        # A tiny training set may have no n-gram reaching min_df: fall back to min_df=1 rather than fail.
+        min_df = self.min_df if len(kept) >= 10 * self.min_df else 1
+        common = {
+            "lowercase": True,
+            "sublinear_tf": True,
+            "min_df": min_df,
+            "max_features": self.max_features,
+            "dtype": np.float32,
+        }
+        self.word_ = TfidfVectorizer(
+            analyzer="word", ngram_range=self.word_ngram_range, token_pattern=r"(?u)\b\w+\b", **common
+        )
+        self.char_ = TfidfVectorizer(analyzer="char_wb", ngram_range=self.char_ngram_range, **common)
+        self.word_.fit(kept or [""])
+        self.char_.fit(kept or [""])
+        self.linear_ = None
+        if len(np.unique(y[has])) >= 2:
+            sw = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)[has]
+            self.linear_ = LogisticRegression(
+                C=self.C,
+                class_weight=self.class_weight,
+                max_iter=self.max_iter,
+                random_state=self.random_state,
+            ).fit(self._features(kept), y[has], sample_weight=sw)
+        self.only_class_ = y[has][0] if has.any() and self.linear_ is None else None
+        return self
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """(n, C) probabilities in ``classes_`` order; rows without text get ``prior_``."""
+        check_is_fitted(self, "classes_")
+        texts = self._texts(X)
+        has = np.flatnonzero([bool(t) for t in texts])
+        proba = np.tile(self.prior_, (len(texts), 1))
+        if has.size and self.linear_ is not None:
+            feats = self._features([texts[i] for i in has])
+            proba[has] = expand_proba(self.linear_.predict_proba(feats), self.linear_.classes_, self.classes_)
+        elif has.size and self.only_class_ is not None:
+            proba[has] = (self.classes_ == self.only_class_).astype(np.float64)
+        return proba
+
+    def predict(self, X: Any) -> np.ndarray:
+        """(n,) most probable labels."""
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.string = True
+        return tags
+
+
+@register("text-model", "embed:")
+def embedding_text_model(encoder: str, **kwargs: Any) -> EmbeddingClassifier:
+    """``embed:<encoder>``: a frozen text encoder (``use-multilingual``, ``e5-small``, ``spacy-fr``, ``test-tiny``)
+    + a head, on the joined title and description unless ``column`` says otherwise."""
+    kwargs.setdefault("column", "text")
+    return EmbeddingClassifier(encoder, modality="text", **kwargs)
+
+
+@register("text-model", "hf:")
+def hf_text_model(model_name_or_path: str, **kwargs: Any) -> Any:
+    """``hf:<name-or-path>``: a fine-tuned Hugging Face encoder (see :mod:`prodcat.text.finetune`)."""
+    from prodcat.text.finetune import HFTextClassifier
+
+    return HFTextClassifier(model_name_or_path, **kwargs)

@@ -1,0 +1,290 @@
+"""Fusion estimators on synthetic probabilities and embeddings where the right answer is known."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.base import clone
+
+from prodcat.fusion import (
+    FeatureFusion,
+    GBDTFusion,
+    LogisticFusion,
+    MeanFusion,
+    PaperMLPFusion,
+    from_state,
+    get_state,
+    parse_members,
+)
+from prodcat.fusion.gbdt import export_trees, predict_raw
+from prodcat.registry import available, create
+
+C = 4
+FAST = {
+    "mean": {},
+    "logistic": {},
+    "gbdt": {"max_iter": 30},
+    "paper-mlp": {"epochs": 8, "n_splits": 4},
+    "paper-mlp-2": {"epochs": 8, "n_splits": 4, "n_layers": 2},
+}
+
+
+def _make(name: str, **kw: object) -> object:
+    opts = dict(FAST[name])
+    base = "paper-mlp" if name.startswith("paper-mlp") else name
+    return create("fusion", base, **{**opts, **kw})
+
+
+def _peaked(y: np.ndarray, rng: np.random.Generator, *, strength: float) -> np.ndarray:
+    """Probabilities that put mass on the true class: softmax(strength * onehot + noise)."""
+    z = rng.normal(size=(len(y), C))
+    z[np.arange(len(y)), y] += strength
+    e = np.exp(z - z.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def data() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    n = 480
+    y = np.repeat(np.arange(C), n // C)
+    rng.shuffle(y)
+    good = _peaked(y, rng, strength=4.0)  # ~97% accurate alone
+    weak = _peaked(y, rng, strength=1.0)  # ~50% accurate alone
+    noise = rng.dirichlet(np.ones(C), size=n)
+    return {"y": y, "good": good, "weak": weak, "noise": noise}
+
+
+def _acc(est: object, X: np.ndarray, y: np.ndarray) -> float:
+    return float(np.mean(est.predict(X) == y))  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("name", list(FAST))
+def test_informative_input_wins_and_noise_is_ignored(name: str, data: dict[str, np.ndarray]) -> None:
+    y, tr, te = data["y"], slice(0, 360), slice(360, None)
+    X_noise_first = np.hstack([data["noise"], data["good"]])
+    good_alone = float(np.mean(data["good"][te].argmax(1) == y[te]))
+    est = _make(name).fit(X_noise_first[tr], y[tr])  # type: ignore[attr-defined]
+    acc = _acc(est, X_noise_first[te], y[te])
+    assert acc >= good_alone - 0.03, f"{name}: {acc:.3f} vs informative input alone {good_alone:.3f}"
+    proba = est.predict_proba(X_noise_first[te])
+    assert proba.shape == (120, C)
+    np.testing.assert_allclose(proba.sum(1), 1.0, atol=1e-6)
+
+
+def test_mean_weights_favour_the_informative_model(data: dict[str, np.ndarray]) -> None:
+    X = np.hstack([data["noise"], data["good"], data["weak"]])
+    for pooling in ("log", "linear"):
+        est = MeanFusion(pooling=pooling).fit(X, data["y"])
+        w = est.weights_
+        assert w[1] > 5 * w[0], (pooling, w)
+        assert w[1] > w[2], (pooling, w)
+
+
+def test_logistic_puts_weight_on_the_informative_block(data: dict[str, np.ndarray]) -> None:
+    X = np.hstack([data["noise"], data["good"]])
+    est = LogisticFusion().fit(X, data["y"])
+    noise_norm = np.abs(est.coef_[:, :C]).sum()
+    good_norm = np.abs(est.coef_[:, C:]).sum()
+    assert good_norm > 5 * noise_norm
+
+
+@pytest.mark.parametrize("name", ["mean", "logistic", "paper-mlp"])
+def test_complementary_models_fuse_better_than_either(name: str) -> None:
+    """Model A knows classes 0-1 (uniform on 2-3), model B knows 2-3: only fusion gets every class right."""
+    rng = np.random.default_rng(1)
+    y = np.repeat(np.arange(C), 80)
+    a = np.full((len(y), C), 0.02)
+    b = np.full((len(y), C), 0.02)
+    a[:, 2:] = b[:, :2] = 0.48
+    a[y < 2, :2] = 0.02
+    a[y < 2, y[y < 2]] = 0.94
+    b[y >= 2, 2:] = 0.02
+    b[y >= 2, y[y >= 2]] = 0.94
+    a += rng.uniform(0, 0.01, a.shape)
+    b += rng.uniform(0, 0.01, b.shape)
+    a /= a.sum(1, keepdims=True)
+    b /= b.sum(1, keepdims=True)
+    X = np.hstack([a, b])
+    est = _make(name).fit(X, y)  # type: ignore[attr-defined]
+    assert _acc(est, X, y) > 0.97
+    assert np.mean(a.argmax(1) == y) < 0.8 and np.mean(b.argmax(1) == y) < 0.8
+
+
+@pytest.mark.parametrize("name", list(FAST))
+def test_state_round_trip_is_exact_and_json(name: str, data: dict[str, np.ndarray]) -> None:
+    X = np.hstack([data["good"], data["weak"]])
+    est = _make(name).fit(X[:300], data["y"][:300])  # type: ignore[attr-defined]
+    meta, arrays = get_state(est)
+    json.dumps(meta, allow_nan=False)  # strict JSON
+    assert all(isinstance(v, np.ndarray) for v in arrays.values())
+    back = from_state(json.loads(json.dumps(meta)), arrays)
+    np.testing.assert_allclose(back.predict_proba(X), est.predict_proba(X), atol=1e-9)
+    np.testing.assert_array_equal(back.predict(X), est.predict(X))
+
+
+def test_block_structure_errors(data: dict[str, np.ndarray]) -> None:
+    X = np.hstack([data["good"], data["weak"]])
+    y = data["y"]
+    with pytest.raises(ValueError, match="n_models=3"):
+        MeanFusion(n_models=3).fit(X, y)
+    with pytest.raises(ValueError, match="blocks of 4 classes"):
+        MeanFusion().fit(X[:, :7], y)
+    est = MeanFusion().fit(X, y)
+    with pytest.raises(ValueError, match="2 models x 4 classes"):
+        est.predict_proba(X[:, :4])
+
+
+def test_logits_are_refused_with_a_hint(data: dict[str, np.ndarray]) -> None:
+    logits = np.log(data["good"]) * 3
+    with pytest.raises(ValueError, match="softmax"):
+        LogisticFusion().fit(np.hstack([logits, data["weak"]]), data["y"])
+    est = LogisticFusion().fit(np.hstack([data["good"], data["weak"]]), data["y"])
+    with pytest.raises(ValueError, match="not probabilities"):
+        est.predict_proba(np.hstack([data["good"] * 2, data["weak"]]))
+
+
+def test_classes_fix_the_column_order_and_allow_absent_classes(data: dict[str, np.ndarray]) -> None:
+    order = ["d", "a", "c", "b"]  # input columns in this (non-sorted) class order
+    y = np.asarray(order, dtype=object)[data["y"]]
+    X = np.hstack([data["good"], data["weak"]])
+    for est in (
+        MeanFusion(classes=order),
+        LogisticFusion(classes=order),
+        GBDTFusion(classes=order, max_iter=20),
+    ):
+        est.fit(X, y)
+        assert list(est.classes_) == order
+        assert np.mean(est.predict(X) == y) > 0.9
+    keep = y != "c"  # a class missing from the fusion training set still gets a (zero-ish) column
+    for est in (LogisticFusion(classes=order), GBDTFusion(classes=order, max_iter=20)):
+        p = est.fit(X[keep], y[keep]).predict_proba(X)
+        assert p.shape == (len(X), 4) and p[:, 2].max() < 1e-6
+    with pytest.raises(ValueError, match="not in `classes`"):
+        MeanFusion(classes=["a", "b"]).fit(X[:, :8], y)
+
+
+def test_extra_columns_are_carried(data: dict[str, np.ndarray]) -> None:
+    flag = (np.arange(len(data["y"])) % 2).astype(float)[:, None]
+    X = np.hstack([data["good"], data["weak"], flag])
+    for est in (MeanFusion(n_extra=1), LogisticFusion(n_extra=1), _make("paper-mlp", n_extra=1)):
+        est.fit(X, data["y"])  # type: ignore[attr-defined]
+        assert est.n_models_ == 2 and est.n_features_in_ == 9  # type: ignore[attr-defined]
+
+
+def test_paper_mlp_is_deterministic_and_votes(data: dict[str, np.ndarray]) -> None:
+    X = np.hstack([data["good"], data["weak"]])
+    y = data["y"]
+    a = PaperMLPFusion(epochs=6, n_splits=4, seed=3).fit(X, y)
+    b = PaperMLPFusion(epochs=6, n_splits=4, seed=3).fit(X, y)
+    np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
+    assert len(a.fold_scores_) == 4 and (a.best_epochs_ >= 1).all() and (a.best_epochs_ <= 6).all()
+    P = a._net_probas(X)  # (K, n, C)
+    assert P.shape == (4, len(X), C)
+    np.testing.assert_allclose(a.predict_proba(X), P.mean(0))
+    votes = np.apply_along_axis(np.bincount, 0, P.argmax(2), minlength=C)  # (C, n)
+    assert (votes[np.searchsorted(a.classes_, a.predict(X)), np.arange(len(X))] == votes.max(0)).all()
+    soft = clone(a).set_params(voting="soft").fit(X, y)
+    np.testing.assert_array_equal(soft.predict(X), soft.classes_[soft.predict_proba(X).argmax(1)])
+
+
+def test_paper_mlp_rejects_bad_layers(data: dict[str, np.ndarray]) -> None:
+    with pytest.raises(ValueError, match="n_layers"):
+        PaperMLPFusion(n_layers=3, n_splits=4).fit(np.hstack([data["good"]]), data["y"])
+
+
+def test_gbdt_tree_export_matches_sklearn_with_missing_values() -> None:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 5))
+    y = (X[:, 0] + X[:, 1] > 0).astype(int) + (X[:, 2] > 1)
+    X[rng.random(X.shape) < 0.1] = np.nan
+    for target in (y, (y > 0).astype(int)):  # multiclass and binary
+        hgb = HistGradientBoostingClassifier(max_iter=15, random_state=0).fit(X, target)
+        raw = predict_raw(export_trees(hgb), X)
+        np.testing.assert_allclose(raw, hgb._raw_predict(X), atol=1e-9)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 10_000), st.sampled_from(["log", "linear"]))
+def test_mean_probabilities_sum_to_one(seed: int, pooling: str) -> None:
+    rng = np.random.default_rng(seed)
+    y = np.arange(30) % 3
+    X = np.hstack([rng.dirichlet(np.ones(3) * 0.3, 30) for _ in range(2)])
+    p = MeanFusion(pooling=pooling).fit(X, y).predict_proba(X)
+    assert np.isfinite(p).all() and (p >= 0).all()
+    np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-9)
+
+
+def test_mean_macro_f1_objective_and_fixed_weights(data: dict[str, np.ndarray]) -> None:
+    X = np.hstack([data["good"], data["weak"]])
+    est = MeanFusion(objective="macro_f1").fit(X, data["y"])
+    assert est.weights_[0] >= est.weights_[1]
+    fixed = MeanFusion(pooling="linear", weights=[3, 1]).fit(X, data["y"])
+    np.testing.assert_allclose(fixed.weights_, [0.75, 0.25])
+    with pytest.raises(ValueError, match="non-negative"):
+        MeanFusion(weights=[1, -1]).fit(X, data["y"])
+
+
+# --- feature-level ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def embeddings() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(2)
+    n = 400
+    y = np.arange(n) % C
+    centres = rng.normal(size=(C, 16)) * 2.0
+    text = centres[y] + rng.normal(size=(n, 16))  # informative modality
+    image = rng.normal(size=(n, 8))  # pure noise modality
+    return {"y": y, "text": text, "image": image}
+
+
+@pytest.mark.parametrize("combine", ["concat", "sum", "attention"])
+def test_feature_fusion_learns_from_the_informative_modality(combine: str, embeddings: dict) -> None:
+    y, tr, te = embeddings["y"], slice(0, 300), slice(300, None)
+    X = {"text": embeddings["text"], "image": embeddings["image"]}
+    est = FeatureFusion(combine=combine, epochs=15, lr=3e-3, batch_size=32, hidden=32, proj_dim=16, seed=0)
+    est.fit({k: v[tr] for k, v in X.items()}, y[tr])
+    acc = np.mean(est.predict({k: v[te] for k, v in X.items()}) == y[te])
+    assert acc > 0.9, (combine, acc)
+    if combine == "attention":
+        w = est.attention_weights({k: v[te] for k, v in X.items()})
+        np.testing.assert_allclose(w.sum(1), 1.0, atol=1e-5)
+    back = from_state(*get_state(est))
+    np.testing.assert_allclose(back.predict_proba(X), est.predict_proba(X), atol=1e-6)
+
+
+def test_feature_fusion_input_forms_agree(embeddings: dict) -> None:
+    y = embeddings["y"]
+    blocks = [embeddings["text"], embeddings["image"]]
+    flat = np.hstack(blocks)
+    a = FeatureFusion(epochs=3, hidden=16).fit(blocks, y)
+    b = FeatureFusion(epochs=3, hidden=16, block_sizes=[16, 8]).fit(flat, y)
+    np.testing.assert_allclose(a.predict_proba(blocks), b.predict_proba(flat), atol=1e-6)
+    with pytest.raises(ValueError, match="block_sizes"):
+        FeatureFusion().fit(flat, y)
+    with pytest.raises(ValueError, match="do not match"):
+        a.predict([embeddings["text"]])
+    named = FeatureFusion(epochs=2, hidden=16).fit({"t": blocks[0], "i": blocks[1]}, y)
+    with pytest.raises(ValueError, match="do not match"):
+        named.predict({"image": blocks[0], "text": blocks[1]})
+
+
+def test_registry_names_and_member_parsing() -> None:
+    names = set(available("fusion"))
+    assert {"paper-mlp", "mean", "logistic", "gbdt", "ensemble"} <= names
+    assert {"feature-concat", "feature-sum", "feature-attention"} <= names
+    assert create("fusion", "feature-sum").combine == "sum"
+    assert parse_members("paper-mlp+paper-mlp[n_layers=2,voting=soft]+logistic") == [
+        ("paper-mlp", {}),
+        ("paper-mlp", {"n_layers": 2, "voting": "soft"}),
+        ("logistic", {}),
+    ]
+    with pytest.raises(ValueError, match="expected name"):
+        parse_members("paper-mlp[n_layers=2")

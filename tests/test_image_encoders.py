@@ -1,0 +1,211 @@
+"""Image embedders: the batch pipeline and mask (test-tiny), resizing, the ONNX export cache, EfficientNet-Lite."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from prodcat import registry
+from prodcat.image.encoders import EfficientNetLiteEmbedder, TinyImageEmbedder, prepare_image
+from prodcat.image.onnx_export import cached_onnx_session
+
+
+def _solid(path: Path, colour: tuple[int, int, int], size: tuple[int, int] = (60, 80)) -> Path:
+    Image.new("RGB", size, colour).save(path, quality=95)
+    return path
+
+
+@pytest.fixture
+def sources(tmp_path: Path) -> list:
+    """Ten items: good images of three colours mixed with every kind of unusable source."""
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "text.jpg").write_text("hello")
+    red = _solid(tmp_path / "red.jpg", (220, 20, 20))
+    buf = io.BytesIO()
+    Image.new("RGB", (50, 50), (20, 20, 220)).save(buf, format="PNG")
+    return [
+        red,
+        None,
+        str(_solid(tmp_path / "green.jpg", (20, 200, 20))),
+        tmp_path / "missing.jpg",
+        buf.getvalue(),
+        tmp_path / "empty.jpg",
+        Image.new("RGBA", (30, 40), (220, 20, 20, 255)),
+        tmp_path / "text.jpg",
+        red,
+        float("nan"),
+    ]
+
+
+GOOD = np.array([1, 0, 1, 0, 1, 0, 1, 0, 1, 0], dtype=bool)
+
+
+def test_registry_names() -> None:
+    names = registry.available("image-embedder")
+    assert {"efficientnet-lite0", "efficientnet-lite2", "test-tiny"} <= set(names)
+    emb = registry.create("image-embedder", "test-tiny", cache_dir="ignored", threads=1)
+    assert isinstance(emb, TinyImageEmbedder) and emb.dim == 112
+
+
+def test_tiny_mask_zero_rows_and_order(sources: list) -> None:
+    emb = TinyImageEmbedder(batch_size=3, progress=False)
+    vec, ok = emb.embed_with_mask(sources)
+    assert vec.shape == (10, emb.dim) and vec.dtype == np.float32
+    np.testing.assert_array_equal(ok, GOOD)
+    assert not vec[~ok].any()  # undecodable -> zero rows
+    assert (vec[ok].sum(axis=1) > 0).all()
+    # Batching and threading never reorder rows: each row equals the item embedded alone.
+    for i in np.flatnonzero(ok):
+        np.testing.assert_allclose(vec[i], emb.embed([sources[i]])[0], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(vec[0], vec[8])  # same file
+    np.testing.assert_allclose(vec[0], vec[6], atol=0.05)  # same colour, PIL input with alpha
+    assert np.abs(vec[0] - vec[2]).max() > 0.5  # red vs green differ
+    np.testing.assert_array_equal(emb.embed(sources), vec)  # deterministic; embed == embed_with_mask[0]
+
+
+def test_empty_input() -> None:
+    vec, ok = TinyImageEmbedder().embed_with_mask([])
+    assert vec.shape == (0, 112) and ok.shape == (0,)
+
+
+def test_histogram_part_sums_to_one(sources: list) -> None:
+    vec, ok = TinyImageEmbedder().embed_with_mask(sources)
+    np.testing.assert_allclose(vec[ok, :64].sum(axis=1), 1.0, atol=1e-5)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    w=st.integers(1, 300),
+    h=st.integers(1, 300),
+    size=st.sampled_from([16, 32, 224]),
+    fit=st.sampled_from(["pad", "crop", "stretch"]),
+)
+def test_prepare_image_shape(w: int, h: int, size: int, fit: str) -> None:
+    out = prepare_image(Image.new("RGB", (w, h), (10, 20, 30)), size, fit=fit)
+    assert out.shape == (size, size, 3) and out.dtype == np.uint8
+
+
+def test_prepare_image_pad_keeps_the_product_on_white() -> None:
+    tall = Image.new("RGB", (60, 120), (0, 0, 0))
+    padded = prepare_image(tall, 64, fit="pad")
+    assert (padded[:, :8] == 255).all() and (padded[:, -8:] == 255).all()  # white side bands
+    assert (padded[:, 24:40] == 0).all()
+    assert (prepare_image(tall, 64, fit="crop") == 0).all()  # crop keeps only product pixels
+    with pytest.raises(ValueError, match="fit"):
+        prepare_image(tall, 64, fit="zoom")
+
+
+# ------------------------------------------------------------------------------------------------- ONNX cache
+
+
+def _tiny_net():
+    import torch
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3, stride=2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, S, S, 3) uint8 -> (B, 4)
+            return self.conv(x.permute(0, 3, 1, 2).float() / 255.0).mean(dim=(2, 3))
+
+    torch.manual_seed(0)
+    return Net().eval(), torch.zeros((1, 16, 16, 3), dtype=torch.uint8)
+
+
+def test_onnx_cache_hit_and_corruption(tmp_path: Path) -> None:
+    import torch
+
+    calls: list[int] = []
+
+    def build():
+        calls.append(1)
+        return _tiny_net()
+
+    sess, path = cached_onnx_session("tiny", "k1", build, cache_dir=tmp_path, num_threads=1)
+    assert path.exists() and path.with_suffix(".json").exists() and len(calls) == 1
+    x = np.random.default_rng(0).integers(0, 256, (5, 16, 16, 3), dtype=np.uint8)
+    net, _ = _tiny_net()
+    with torch.no_grad():
+        expected = net(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(sess.run(None, {"images": x})[0], expected, atol=1e-5)  # dynamic batch
+    # Hit: no export.
+    cached_onnx_session("tiny", "k1", build, cache_dir=tmp_path)
+    assert len(calls) == 1
+    # Partial write: re-exported.
+    path.write_bytes(path.read_bytes()[:100])
+    sess, _ = cached_onnx_session("tiny", "k1", build, cache_dir=tmp_path)
+    assert len(calls) == 2
+    np.testing.assert_allclose(sess.run(None, {"images": x})[0], expected, atol=1e-5)
+    # Lost sidecar: re-exported. Different key: separate file.
+    path.with_suffix(".json").unlink()
+    cached_onnx_session("tiny", "k1", build, cache_dir=tmp_path)
+    _, other = cached_onnx_session("tiny", "k2", build, cache_dir=tmp_path)
+    assert len(calls) == 4 and other != path
+    assert not list((tmp_path / "onnx").glob("*.tmp"))  # no temporary files left behind
+
+
+# ----------------------------------------------------------------------------------------- EfficientNet-Lite
+
+
+def test_lite_configuration() -> None:
+    l0, l2 = (
+        registry.create("image-embedder", "efficientnet-lite0"),
+        EfficientNetLiteEmbedder("efficientnet-lite2"),
+    )
+    assert (l0.image_size, l0.dim, l2.image_size, l2.dim) == (224, 1280, 260, 1280)
+    assert l0.fingerprint != l2.fingerprint
+    with pytest.raises(ValueError, match="variant"):
+        EfficientNetLiteEmbedder("efficientnet-b7")
+    with pytest.raises(ValueError, match="backend"):
+        EfficientNetLiteEmbedder(backend="tflite")
+
+
+def test_lite0_onnx_matches_torch(sources: list, tmp_path: Path) -> None:
+    onnx = EfficientNetLiteEmbedder("efficientnet-lite0", cache_dir=tmp_path, threads=2, progress=False)
+    vec, ok = onnx.embed_with_mask(sources)
+    np.testing.assert_array_equal(ok, GOOD)
+    assert vec.shape == (10, 1280) and not vec[~ok].any()
+    assert onnx.onnx_path is not None and onnx.onnx_path.parent == tmp_path / "onnx"
+    # ReLU6 features are in [0, 6]; distinct images give distinct vectors.
+    assert vec.min() >= 0 and vec.max() <= 6 and np.abs(vec[0] - vec[2]).max() > 0.1
+    eager = EfficientNetLiteEmbedder("efficientnet-lite0", backend="torch", threads=2, progress=False)
+    np.testing.assert_allclose(eager.embed([sources[0], sources[2]]), vec[[0, 2]], atol=1e-3)
+    # A second embedder reuses the export.
+    again = EfficientNetLiteEmbedder("efficientnet-lite0", cache_dir=tmp_path, progress=False)
+    np.testing.assert_allclose(again.embed([sources[4]]), vec[[4]], atol=1e-5)
+    assert again.onnx_path == onnx.onnx_path
+
+
+def test_embedding_classifier_with_tiny_embedder(tmp_path: Path) -> None:
+    models = pytest.importorskip("prodcat.models")
+    rng = np.random.default_rng(0)
+    colours = {"red": (200, 30, 30), "green": (30, 180, 30), "blue": (30, 30, 200)}
+    rows = []
+    for label, base in colours.items():
+        for i in range(12):
+            rgb = tuple(int(np.clip(c + rng.integers(-25, 25), 0, 255)) for c in base)
+            rows.append({"image": str(_solid(tmp_path / f"{label}{i}.jpg", rgb)), "label": label})
+    rows.append({"image": str(tmp_path / "gone.jpg"), "label": "red"})
+    df = pd.DataFrame(rows)
+    clf = models.EmbeddingClassifier("test-tiny", column="image", cache_dir=tmp_path / "cache")
+    clf.fit(df, df["label"])
+    proba = clf.predict_proba(df)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    assert (clf.classes_[proba[:-1].argmax(axis=1)] == df["label"][:-1]).mean() == 1.0
+    np.testing.assert_allclose(proba[-1], clf.prior_)  # missing image -> class prior
+
+
+def test_embedding_classifier_sees_undecodable_images_as_missing(tmp_path: Path) -> None:
+    models = pytest.importorskip("prodcat.models")
+    (tmp_path / "fake.jpg").write_text("not an image")
+    df = pd.DataFrame({"image": [str(_solid(tmp_path / "a.jpg", (1, 2, 3))), str(tmp_path / "fake.jpg")]})
+    _, ok = models.EmbeddingClassifier("test-tiny", column="image", cache_dir=tmp_path / "c").embed(df)
+    np.testing.assert_array_equal(ok, [True, False])

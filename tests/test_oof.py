@@ -1,0 +1,129 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.linear_model import LogisticRegression
+
+from prodcat.oof import align_proba, oof_predict_proba
+
+
+class Memoriser(ClassifierMixin, BaseEstimator):
+    """Predicts the label it saw for a row id with certainty, and a uniform distribution for ids it never saw.
+
+    If any row were predicted by a model trained on it, its OOF probabilities would be one-hot.
+    """
+
+    def fit(self, X: pd.DataFrame, y: Any, sample_weight: Any = None) -> Memoriser:
+        self.memory_ = dict(zip(X["id"], y, strict=True))
+        self.classes_ = np.unique(np.asarray(y))
+        return self
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        out = np.full((len(X), len(self.classes_)), 1.0 / len(self.classes_))
+        for i, key in enumerate(X["id"]):
+            if key in self.memory_:
+                out[i] = self.classes_ == self.memory_[key]
+        return out
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+
+
+class CountingLogReg(LogisticRegression):
+    fits = 0
+
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> CountingLogReg:
+        type(self).fits += 1
+        return super().fit(X, y, sample_weight=sample_weight)
+
+
+def _data(n: int = 60, n_classes: int = 3) -> tuple[pd.DataFrame, np.ndarray]:
+    y = np.array([f"c{i % n_classes}" for i in range(n)])
+    return pd.DataFrame({"id": [f"p{i}" for i in range(n)], "title": y}), y
+
+
+def test_no_row_is_predicted_by_a_model_that_saw_it() -> None:
+    X, y = _data()
+    res = oof_predict_proba(Memoriser(), X, y, n_splits=5, progress=False)
+    assert res.classes.tolist() == ["c0", "c1", "c2"]
+    np.testing.assert_allclose(res.proba, 1.0 / 3)  # every row was unseen by the model that predicted it
+    # Each row belongs to exactly one test fold and folds are balanced.
+    assert set(res.folds.tolist()) == set(range(5))
+    assert np.bincount(res.folds).tolist() == [12] * 5
+    # The refit model saw everything.
+    assert (res.estimator.predict(X) == y).all()
+
+
+def test_oof_probabilities_are_aligned_and_seeded() -> None:
+    rng = np.random.default_rng(0)
+    y = np.repeat(["a", "b", "c"], 20)
+    X = rng.normal(size=(60, 4)) + (np.searchsorted(["a", "b", "c"], y)[:, None] * 2.0)
+    one = oof_predict_proba(LogisticRegression(), X, y, n_splits=4, seed=7, progress=False, refit=False)
+    two = oof_predict_proba(LogisticRegression(), X, y, n_splits=4, seed=7, progress=False, refit=False)
+    other = oof_predict_proba(LogisticRegression(), X, y, n_splits=4, seed=8, progress=False, refit=False)
+    np.testing.assert_array_equal(one.proba, two.proba)
+    assert not np.array_equal(one.folds, other.folds)
+    np.testing.assert_allclose(one.proba.sum(axis=1), 1.0)
+    assert one.estimator is None
+    assert (one.classes[one.proba.argmax(axis=1)] == y).mean() > 0.9
+
+
+def test_align_proba_fills_absent_classes() -> None:
+    out = align_proba(np.array([[0.4, 0.6]]), np.array(["b", "c"]), np.array(["a", "b", "c"]))
+    np.testing.assert_allclose(out, [[0.0, 0.4, 0.6]])
+
+
+def test_oof_cache_hit_skips_fold_training(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    y = np.repeat(["a", "b"], 15)
+    X = rng.normal(size=(30, 3)) + (y == "b")[:, None]
+    CountingLogReg.fits = 0
+    first = oof_predict_proba(CountingLogReg(), X, y, n_splits=3, progress=False, cache_dir=tmp_path)
+    assert CountingLogReg.fits == 4  # 3 folds + refit
+    second = oof_predict_proba(CountingLogReg(), X, y, n_splits=3, progress=False, cache_dir=tmp_path)
+    assert CountingLogReg.fits == 5  # only the refit
+    np.testing.assert_array_equal(first.proba, second.proba)
+    np.testing.assert_array_equal(first.folds, second.folds)
+    # Anything that changes the result changes the key.
+    oof_predict_proba(
+        CountingLogReg(C=0.3), X, y, n_splits=3, progress=False, refit=False, cache_dir=tmp_path
+    )
+    oof_predict_proba(
+        CountingLogReg(), X, y, n_splits=3, seed=1, progress=False, refit=False, cache_dir=tmp_path
+    )
+    oof_predict_proba(CountingLogReg(), X + 1, y, n_splits=3, progress=False, refit=False, cache_dir=tmp_path)
+    assert CountingLogReg.fits == 5 + 9
+
+
+def test_oof_cache_corruption_recomputes(tmp_path: Path) -> None:
+    X, y = _data(30)
+    oof_predict_proba(Memoriser(), X, y, n_splits=3, progress=False, refit=False, cache_dir=tmp_path)
+    (entry,) = list((tmp_path / "arrays").rglob("*.npz"))
+    entry.write_bytes(b"broken")
+    with pytest.warns(UserWarning, match="corrupt entry"):
+        res = oof_predict_proba(
+            Memoriser(), X, y, n_splits=3, progress=False, refit=False, cache_dir=tmp_path
+        )
+    np.testing.assert_allclose(res.proba, 1.0 / 3)
+    assert entry.exists()  # rewritten
+
+
+def test_sample_weight_reaches_fit() -> None:
+    seen: list[np.ndarray] = []
+
+    class Recorder(Memoriser):
+        def fit(self, X: pd.DataFrame, y: Any, sample_weight: Any = None) -> Recorder:
+            seen.append(np.asarray(sample_weight))
+            return super().fit(X, y)
+
+    X, y = _data(30)
+    w = np.arange(30, dtype=float)
+    res = oof_predict_proba(Recorder(), X, y, n_splits=3, sample_weight=w, progress=False)
+    assert sum(len(s) for s in seen[:3]) == 2 * 30 and len(seen[3]) == 30
+    held_out = np.flatnonzero(res.folds == 0)
+    assert not set(held_out.tolist()) & set(seen[0].astype(int).tolist())

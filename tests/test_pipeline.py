@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from pydantic import ValidationError
+
+from prodcat.bundle import BundleError, load_bundle, load_model, save_bundle
+from prodcat.catalog import read_catalog
+from prodcat.config import TrainConfig, build_model, load_config
+from prodcat.pipeline import TrainedModel, train
+from prodcat.predict import batch_predict
+
+TINY = {
+    "text_models": [{"name": "tfidf"}],
+    "image_models": [{"name": "embed:test-tiny"}],
+    "n_folds": 3,
+    "validation_fraction": 0.2,
+    "fusion": {"method": "paper-mlp-tiny"},
+    "noise": {"enabled": True, "modalities": ["image"], "policy": "top-fraction:0.5"},
+}
+
+
+@pytest.fixture(scope="module")
+def catalog(demo_catalog: Path) -> pd.DataFrame:
+    return read_catalog(demo_catalog)[0]
+
+
+@pytest.fixture(scope="module")
+def trained(catalog: pd.DataFrame) -> TrainedModel:
+    return train(catalog, TrainConfig.model_validate(TINY), progress=False)
+
+
+def test_training_reports_validation_scores_and_noise(trained: TrainedModel, catalog: pd.DataFrame) -> None:
+    m = trained.metrics
+    assert m["n_train"] + m["n_validation"] == len(catalog)
+    val = m["validation"]
+    assert set(val["per_model"]) == {"text:tfidf", "image:embed:test-tiny"}
+    assert 0.0 <= val["macro_f1_ci"][0] <= val["macro_f1"] <= val["macro_f1_ci"][1] <= 1.0
+    assert set(val["per_modality"]) == {"text", "image", "fusion"}
+    # Synthetic classes are learnable: the fusion is far above chance (1/8) even with these tiny models.
+    assert val["macro_f1"] > 0.35
+    assert m["noise"]["image:embed:test-tiny"]["dropped"] > 0
+
+
+def test_fused_probabilities_are_distributions(trained: TrainedModel, catalog: pd.DataFrame) -> None:
+    p = trained.predict_proba(catalog.head(20))
+    assert p.shape == (20, 8)
+    np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-6)
+
+
+def test_bundle_round_trip_gives_identical_predictions(
+    trained: TrainedModel, catalog: pd.DataFrame, tmp_path
+):
+    save_bundle(trained, tmp_path / "m")
+    loaded, manifest = load_model(tmp_path / "m")
+    assert manifest["classes"] == list(trained.classes)
+    np.testing.assert_array_equal(loaded.predict(catalog), trained.predict(catalog))
+    np.testing.assert_allclose(loaded.predict_proba(catalog), trained.predict_proba(catalog), atol=1e-12)
+
+
+def test_tampered_or_incompatible_bundle_is_refused(trained: TrainedModel, tmp_path: Path) -> None:
+    out = save_bundle(trained, tmp_path / "m")
+    skops_file = out / "model_0.skops"
+    data = bytearray(skops_file.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    skops_file.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=r"model_0.skops: checksum mismatch"):
+        load_model(out)
+    out2 = save_bundle(trained, tmp_path / "m2")
+    manifest = json.loads((out2 / "manifest.json").read_text())
+    manifest["format_version"] = 99
+    (out2 / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="newer than this prodcat"):
+        load_model(out2)
+    (out2 / "fusion.json").unlink()
+    with pytest.raises(BundleError):
+        load_model(out2)
+    with pytest.raises(BundleError, match=r"no manifest\.json"):
+        load_model(tmp_path)
+
+
+def test_predictor_handles_missing_modalities(trained: TrainedModel, tmp_path: Path) -> None:
+    predictor = load_bundle(save_bundle(trained, tmp_path / "m"))
+    df = pd.DataFrame(
+        {
+            "id": ["a", "b", "c"],
+            "title": ["Mug classique rouge - Lumio", "", "Lumio blue edition 123"],
+            "description": ["", "", ""],
+            "image": [None, b"not an image at all", None],
+        }
+    )
+    out = predictor.predict_frame(df, top_k=3)
+    assert out["id"].tolist() == ["a", "b", "c"]
+    assert out["text_available"].tolist() == [True, False, True]
+    assert not out["image_available"].any()
+    assert out["image_error"].iloc[1] is not None
+    assert all(len(t) == 3 and t[0] == lab for t, lab in zip(out["top_labels"], out["label"], strict=True))
+    assert out["label"].isin(predictor.classes).all()
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_batch_predict_streams_chunks(trained, catalog, tmp_path: Path, suffix: str) -> None:
+    predictor = load_bundle(save_bundle(trained, tmp_path / "m"))
+    counts = batch_predict(
+        predictor, catalog, tmp_path / f"p{suffix}", chunk_size=50, top_k=2, progress=False
+    )
+    out = (
+        pd.read_csv(tmp_path / f"p{suffix}") if suffix == ".csv" else pd.read_parquet(tmp_path / f"p{suffix}")
+    )
+    assert counts["rows"] == len(out) == len(catalog)
+    assert out["id"].astype(str).tolist() == catalog["id"].tolist()
+    assert {"top1_label", "top2_probability", "image_available"} <= set(out.columns)
+    assert counts["no_image"] == int((~out["image_available"]).sum()) > 0
+    assert not (tmp_path / f"p{suffix}.partial").exists()
+
+
+def test_config_validation_names_the_field(tmp_path: Path) -> None:
+    bad = tmp_path / "c.yaml"
+    bad.write_text("n_folds: 1\n")
+    with pytest.raises(ValidationError, match="n_folds"):
+        load_config(bad)
+    bad.write_text("fusion: {methd: mean}\n")
+    with pytest.raises(ValidationError, match="methd"):
+        load_config(bad)
+    assert load_config(None, **{"fusion.method": "logistic"}).fusion.method == "logistic"
+
+
+def test_builtin_configs_name_registered_models() -> None:
+    for name in ("default", "paper-gpu"):
+        cfg = load_config(name)
+        for spec in cfg.text_models:
+            assert build_model(spec, modality="text", cache_dir=None, seed=0) is not None
+        for spec in cfg.image_models:
+            assert build_model(spec, modality="image", cache_dir=None, seed=0) is not None

