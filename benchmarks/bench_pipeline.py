@@ -17,7 +17,6 @@ import tempfile
 import time
 from pathlib import Path
 
-
 from prodcat.bundle import load_bundle, save_bundle
 from prodcat.catalog import read_catalog
 from prodcat.config import load_config
