@@ -209,3 +209,11 @@ def test_embedding_classifier_sees_undecodable_images_as_missing(tmp_path: Path)
     df = pd.DataFrame({"image": [str(_solid(tmp_path / "a.jpg", (1, 2, 3))), str(tmp_path / "fake.jpg")]})
     _, ok = models.EmbeddingClassifier("test-tiny", column="image", cache_dir=tmp_path / "c").embed(df)
     np.testing.assert_array_equal(ok, [True, False])
+
+
+def test_embed_image_model_registry_defaults() -> None:
+    pytest.importorskip("prodcat.models")
+    clf = registry.create("image-model", "embed:efficientnet-lite0")
+    assert (clf.embedder, clf.column, clf.head_params) == ("efficientnet-lite0", "image", {"C": 0.05})
+    mlp = registry.create("image-model", "embed:test-tiny", head="mlp")
+    assert mlp.head == "mlp" and mlp.head_params is None

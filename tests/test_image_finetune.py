@@ -137,6 +137,15 @@ def test_finetune_is_deterministic_and_uses_weights(shapes: pd.DataFrame) -> Non
     assert clf.best_[0]["epoch"] == 2  # without validation the last epoch is kept
 
 
+@pytest.mark.slow
+def test_finetune_with_dataloader_workers(shapes: pd.DataFrame) -> None:
+    kw = {**TINY, "stages": ((24, 1),), "val_size": 0.0, "num_workers": 2}
+    clf = ImageFineTuneClassifier("test-tiny-cnn", **kw).fit(shapes, shapes["label"])
+    proba = clf.predict_proba(shapes)
+    assert proba.shape == (31, 3) and np.isfinite(proba).all()
+    np.testing.assert_allclose(proba[-1], clf.prior_)
+
+
 def test_sklearn_clone_and_params() -> None:
     from sklearn.base import clone
 
