@@ -19,7 +19,7 @@ TINY = {
     "image_models": [{"name": "embed:test-tiny"}],
     "n_folds": 3,
     "validation_fraction": 0.2,
-    "fusion": {"method": "paper-mlp-tiny"},
+    "fusion": {"method": "logistic"},
     "noise": {"enabled": True, "modalities": ["image"], "policy": "top-fraction:0.5"},
 }
 
@@ -41,8 +41,8 @@ def test_training_reports_validation_scores_and_noise(trained: TrainedModel, cat
     assert set(val["per_model"]) == {"text:tfidf", "image:embed:test-tiny"}
     assert 0.0 <= val["macro_f1_ci"][0] <= val["macro_f1"] <= val["macro_f1_ci"][1] <= 1.0
     assert set(val["per_modality"]) == {"text", "image", "fusion"}
-    # Synthetic classes are learnable: the fusion is far above chance (1/8) even with these tiny models.
-    assert val["macro_f1"] > 0.35
+    # Text and image carry complementary evidence on the synthetic catalog: the learned fusion beats both.
+    assert val["macro_f1"] > max(s["macro_f1"] for s in val["per_model"].values()) + 0.05
     assert m["noise"]["image:embed:test-tiny"]["dropped"] > 0
 
 

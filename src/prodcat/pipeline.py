@@ -148,6 +148,7 @@ def train(df: pd.DataFrame, config: TrainConfig, *, progress: bool = True) -> Tr
         raise ValueError("training needs a label for every product")
     y_all = df["label"].astype(str).to_numpy()
     timings: dict[str, float] = {}
+    start = time.perf_counter()
     if config.validation_fraction > 0:
         tr_idx, va_idx = holdout_split(y_all, test_size=config.validation_fraction, seed=config.seed)
     else:
@@ -187,6 +188,7 @@ def train(df: pd.DataFrame, config: TrainConfig, *, progress: bool = True) -> Tr
     fuser = build_fuser(config.fusion, n_models=len(models), seed=config.seed)
     fuser.fit(np.hstack(fuse_inputs), y[fuse_idx])
     timings["fusion"] = round(time.perf_counter() - t0, 2)
+    timings["total"] = round(time.perf_counter() - start, 2)
     model = TrainedModel(classes=classes, models=models, fuser=fuser, config=config)
     model.metrics = {
         "n_train": len(tr_idx),
