@@ -42,21 +42,58 @@ def tiny_catalog(n_per_class: int = 16, seed: int = 0) -> tuple[pd.DataFrame, np
     return df, df["label"].to_numpy()
 
 
-@pytest.fixture(scope="module")
-def tiny_roberta(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 1-layer, 32-wide RoBERTa with a word-level tokenizer, saved in ``save_pretrained`` layout."""
+def _word_tokenizer(specials: list[str], single: str, pair: str, ids: dict[str, int]) -> object:
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast, RobertaConfig, RobertaModel
 
-    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
     words = sorted({w for ws in VOCAB.values() for w in ws} | {"marque"})
     vocab = {t: i for i, t in enumerate(specials + words)}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=specials[3]))
     tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.post_processor = processors.TemplateProcessing(
-        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)]
+        single=single, pair=pair, special_tokens=list(ids.items())
     )
+    return tok
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 1-layer BERT (two segments) with a word-level tokenizer that emits ``token_type_ids``."""
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    specials = ["[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"]
+    tok = _word_tokenizer(specials, "[CLS] $A [SEP]", "[CLS] $A [SEP] $B:1 [SEP]:1", {"[CLS]": 1, "[SEP]": 2})
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        mask_token="[MASK]",
+    )
+    config = BertConfig(
+        vocab_size=len(fast),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=140,
+        type_vocab_size=2,
+        pad_token_id=0,
+    )
+    path = tmp_path_factory.mktemp("tiny-bert")
+    BertModel(config).save_pretrained(path)
+    fast.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_roberta(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 1-layer, 32-wide RoBERTa with a word-level tokenizer, saved in ``save_pretrained`` layout."""
+    from transformers import PreTrainedTokenizerFast, RobertaConfig, RobertaModel
+
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    tok = _word_tokenizer(specials, "<s> $A </s>", "<s> $A </s> </s> $B </s>", {"<s>": 0, "</s>": 2})
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token="<s>",
@@ -66,7 +103,7 @@ def tiny_roberta(tmp_path_factory: pytest.TempPathFactory) -> Path:
         mask_token="<mask>",
     )
     config = RobertaConfig(
-        vocab_size=len(vocab),
+        vocab_size=len(fast),
         hidden_size=32,
         num_hidden_layers=1,
         num_attention_heads=4,
@@ -136,8 +173,9 @@ def test_long_pairs_are_truncated(tiny_roberta: Path) -> None:
     X, y = tiny_catalog(n_per_class=4)
     model = _model(tiny_roberta, epochs=1, max_length=12, val_fraction=0.0).fit(X, y)
     long = pd.DataFrame({"title": ["basket " * 100], "description": ["sac " * 300]})
-    ids = model._encode(*model._pairs(long))
-    assert len(ids[0]) == 12
+    tokens = model._encode(*model._pairs(long))
+    assert len(tokens.ids[0]) == 12
+    assert tokens.types is None  # RoBERTa: one segment
     assert model.predict_proba(long).shape == (1, 3)
 
 
@@ -145,3 +183,14 @@ def test_no_download_for_unknown_name() -> None:
     X, y = tiny_catalog(n_per_class=4)
     with pytest.raises(OSError):
         HFTextClassifier("no-such-org/no-such-model-xyz", epochs=1, progress=False).fit(X, y)
+
+
+def test_bert_style_backbone_gets_segment_ids(tiny_bert: Path) -> None:
+    X, y = tiny_catalog(n_per_class=8)
+    model = _model(tiny_bert, epochs=2, val_fraction=0.0).fit(X, y)
+    assert model.token_types_
+    tokens = model._encode(*model._pairs(X))
+    assert tokens.types is not None
+    pair_rows = [i for i, d in enumerate(X["description"]) if d]
+    assert all(1 in tokens.types[i] for i in pair_rows)  # the description is segment 1
+    np.testing.assert_allclose(model.predict_proba(X).sum(axis=1), 1.0, atol=1e-9)

@@ -50,7 +50,15 @@ def _parse_params(items: list[str] | None) -> dict[str, Any]:
     return params
 
 
-def _build(method: str, *, classes: list[str], n_models: int, n_classes: int, params: dict[str, Any]) -> Any:
+def _build(
+    method: str,
+    *,
+    classes: list[str],
+    n_models: int,
+    n_classes: int,
+    params: dict[str, Any],
+    progress: bool = True,
+) -> Any:
     """The registered fuser ``method`` told the block structure (decision-level) or block sizes (feature-level)."""
     from prodcat.registry import available, create
 
@@ -65,7 +73,7 @@ def _build(method: str, *, classes: list[str], n_models: int, n_classes: int, pa
     elif "block_sizes" in accepted:
         structure["block_sizes"] = [n_classes] * n_models
     if "progress" in accepted:
-        structure["progress"] = True
+        structure["progress"] = progress
     unknown = sorted(set(params) - accepted) if method != "ensemble" else []
     if unknown:
         raise _fail(f"{method} has no option(s) {unknown}; options: {', '.join(sorted(accepted))}")
@@ -315,7 +323,7 @@ def table(
         rows["feature-level fusion"] = _cv_predict(
             feat, blocks, y, n_splits=folds, seed=seed, desc=feature_method
         )
-    fuser = _build(method, classes=outputs.classes, n_models=2, n_classes=C, params={})
+    fuser = _build(method, classes=outputs.classes, n_models=2, n_classes=C, params={}, progress=False)
     rows["decision-level fusion"] = _cv_predict(fuser, X, y, n_splits=folds, seed=seed, desc=method)
     ens_params = {"members": members} if members else {}
     ens = _build("ensemble", classes=outputs.classes, n_models=2, n_classes=C, params=ens_params)

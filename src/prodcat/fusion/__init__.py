@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 #: Default members of ``ensemble`` (chosen on split_a_val folds and split_b_val; see docs/bench/fusion.md).
-DEFAULT_MEMBERS = "paper-mlp+paper-mlp[n_layers=2]+logistic+mean+gbdt"
+DEFAULT_MEMBERS = "mean+paper-mlp[inputs=log]+gbdt"
 
 register("fusion", "paper-mlp")(PaperMLPFusion)
 register("fusion", "mean")(MeanFusion)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import math
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -77,6 +77,11 @@ def _torch_threads(n: int) -> Any:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+class _Tokens(NamedTuple):
+    ids: list[list[int]]  # per row, variable length
+    types: list[list[int]] | None  # segment ids, only for backbones that use them
 
 
 def _column(X: pd.DataFrame, name: str) -> list[str]:
@@ -148,14 +153,16 @@ class HFTextClassifier(ClassifierMixin, BaseEstimator):
             X = pd.DataFrame({self.title_column: list(X)})
         return _column(X, self.title_column), _column(X, self.description_column)
 
-    def _encode(self, titles: list[str], descs: list[str]) -> list[list[int]]:
-        """Token ids per row: a pair when both parts exist, else the one that does."""
+    def _encode(self, titles: list[str], descs: list[str]) -> _Tokens:
+        """Token ids (and segment ids for BERT-style backbones) per row: a pair when both parts exist, else the
+        one that does; rows without text get ``[]``."""
         ids: list[list[int]] = [[] for _ in titles]
+        types: list[list[int]] = [[] for _ in titles]
         groups: dict[str, list[int]] = {"pair": [], "title": [], "desc": []}
         for i, (t, d) in enumerate(zip(titles, descs, strict=True)):
             if t or d:  # rows with no text keep [] and get the prior
                 groups["pair" if t and d else "title" if t else "desc"].append(i)
-        kw = {"truncation": True, "max_length": self.max_length}
+        kw = {"truncation": True, "max_length": self.max_length, "return_token_type_ids": self.token_types_}
         for group, rows in groups.items():
             if not rows:
                 continue
@@ -163,21 +170,29 @@ class HFTextClassifier(ClassifierMixin, BaseEstimator):
                 enc = self.tokenizer_([titles[i] for i in rows], [descs[i] for i in rows], **kw)
             else:
                 enc = self.tokenizer_([(titles if group == "title" else descs)[i] for i in rows], **kw)
-            for i, row in zip(rows, enc["input_ids"], strict=True):
-                ids[i] = list(row)
-        return ids
+            segments = enc.get("token_type_ids") or [[0] * len(r) for r in enc["input_ids"]]
+            for i, row, seg in zip(rows, enc["input_ids"], segments, strict=True):
+                ids[i], types[i] = list(row), list(seg)
+        return _Tokens(ids, types if self.token_types_ else None)
 
-    def _batch(self, ids: list[list[int]], rows: np.ndarray) -> dict[str, Any]:
+    def _batch(self, tokens: _Tokens, rows: np.ndarray) -> dict[str, Any]:
         import torch
 
+        ids = tokens.ids
         width = max(len(ids[i]) for i in rows)
         pad = self.tokenizer_.pad_token_id or 0
         input_ids = torch.full((len(rows), width), pad, dtype=torch.long)  # (B, T)
         mask = torch.zeros((len(rows), width), dtype=torch.long)  # (B, T)
+        segments = torch.zeros((len(rows), width), dtype=torch.long)  # (B, T)
         for r, i in enumerate(rows):
             input_ids[r, : len(ids[i])] = torch.tensor(ids[i], dtype=torch.long)
             mask[r, : len(ids[i])] = 1
-        return {"input_ids": input_ids.to(self.device_), "attention_mask": mask.to(self.device_)}
+            if tokens.types is not None:
+                segments[r, : len(ids[i])] = torch.tensor(tokens.types[i], dtype=torch.long)
+        batch = {"input_ids": input_ids.to(self.device_), "attention_mask": mask.to(self.device_)}
+        if tokens.types is not None:
+            batch["token_type_ids"] = segments.to(self.device_)
+        return batch
 
     # -- training -----------------------------------------------------------------------------------------------
     def _optimizer(self, n_steps: int) -> tuple[Any, Any]:
@@ -233,8 +248,10 @@ class HFTextClassifier(ClassifierMixin, BaseEstimator):
         self.model_ = _pair_classifier_class()(backbone, len(self.classes_), self.dropout).to(self.device_)
 
         titles, descs = self._pairs(X)
-        ids = self._encode(titles, descs)
-        has_text = np.array([len(r) > 0 for r in ids])
+        # Segment ids only for backbones trained with them (BERT); RoBERTa/CamemBERT have a single segment.
+        self.token_types_ = getattr(backbone.config, "type_vocab_size", 1) > 1
+        tokens = self._encode(titles, descs)
+        has_text = np.array([len(r) > 0 for r in tokens.ids])
         target = np.searchsorted(self.classes_, y)
         tr, va = self._split(y)
         tr, va = tr[has_text[tr]], va[has_text[va]]
@@ -255,7 +272,7 @@ class HFTextClassifier(ClassifierMixin, BaseEstimator):
                 )
                 for start in bar:
                     rows = order[start : start + self.batch_size]
-                    logits = self.model_(**self._batch(ids, rows))  # (B, C)
+                    logits = self.model_(**self._batch(tokens, rows))  # (B, C)
                     yb = torch.as_tensor(target[rows], device=self.device_)
                     wb = torch.as_tensor(w[rows], dtype=logits.dtype, device=self.device_)
                     loss = (F.cross_entropy(logits, yb, reduction="none") * wb).sum() / wb.sum().clamp_min(
@@ -269,7 +286,7 @@ class HFTextClassifier(ClassifierMixin, BaseEstimator):
                     losses.append(float(loss.detach()))
                 record = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else float("nan")}
                 if len(va):
-                    pred = self._logits(ids, va).argmax(axis=1)
+                    pred = self._logits(tokens, va).argmax(axis=1)
                     record["val_macro_f1"] = float(f1_score(target[va], pred, average="macro"))
                 self.history_.append(record)
                 score = record.get("val_macro_f1", float(epoch))
@@ -283,28 +300,28 @@ class HFTextClassifier(ClassifierMixin, BaseEstimator):
         self.model_.eval()
         return self
 
-    def _logits(self, ids: list[list[int]], rows: np.ndarray) -> np.ndarray:
+    def _logits(self, tokens: _Tokens, rows: np.ndarray) -> np.ndarray:
         """(len(rows), C) logits, batched by length so little padding is computed."""
         import torch
 
         self.model_.eval()
         out = np.zeros((len(rows), len(self.classes_)), dtype=np.float64)
-        order = np.argsort([len(ids[i]) for i in rows], kind="stable")
+        order = np.argsort([len(tokens.ids[i]) for i in rows], kind="stable")
         with torch.no_grad():
             for start in range(0, len(order), self.batch_size * 2):
                 pos = order[start : start + self.batch_size * 2]
-                out[pos] = self.model_(**self._batch(ids, rows[pos])).float().cpu().numpy()
+                out[pos] = self.model_(**self._batch(tokens, rows[pos])).float().cpu().numpy()
         return out
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """(n, C) softmax probabilities in ``classes_`` order; rows with no text get ``prior_``."""
         check_is_fitted(self, "model_")
-        ids = self._encode(*self._pairs(X))
-        has_text = np.flatnonzero([len(r) > 0 for r in ids])
-        proba = np.tile(self.prior_, (len(ids), 1))
+        tokens = self._encode(*self._pairs(X))
+        has_text = np.flatnonzero([len(r) > 0 for r in tokens.ids])
+        proba = np.tile(self.prior_, (len(tokens.ids), 1))
         if has_text.size:
             with _torch_threads(self.threads or available_cores()):
-                logits = self._logits(ids, has_text)
+                logits = self._logits(tokens, has_text)
             e = np.exp(logits - logits.max(axis=1, keepdims=True))
             proba[has_text] = expand_proba(e / e.sum(axis=1, keepdims=True), self.classes_, self.classes_)
         return proba

@@ -30,6 +30,9 @@ from prodcat.text.clean import clean_text
 class TfidfTextClassifier(ClassifierMixin, BaseEstimator):
     """Word and character n-gram TF-IDF on cleaned ``title - description`` + multinomial logistic regression.
 
+    Defaults (C=10, balanced class weights) were chosen on one fold of fashion and of the Rakuten texts: balanced
+    weights add ~0.03 macro-F1 on the Rakuten texts and cost <0.005 on fashion (docs/bench/text.md).
+
     Parameters
     ----------
     column : ``"text"`` (title and description joined) or one column name.
@@ -37,7 +40,8 @@ class TfidfTextClassifier(ClassifierMixin, BaseEstimator):
     min_df : minimum document count of a kept n-gram (both vectorizers).
     max_features : cap per vectorizer (most frequent n-grams), None for no cap.
     C : inverse regularisation of the logistic regression.
-    class_weight : passed to LogisticRegression (``"balanced"`` helps rare classes at some cost elsewhere).
+    class_weight : passed to LogisticRegression; ``"balanced"`` (default) weighs classes inversely to their
+        frequency, which suits macro-F1; ``None`` for plain likelihood. Multiplies ``sample_weight``.
     max_iter : solver iterations.
 
     Attributes
@@ -54,8 +58,8 @@ class TfidfTextClassifier(ClassifierMixin, BaseEstimator):
         char_ngram_range: tuple[int, int] = (2, 5),
         min_df: int = 2,
         max_features: int | None = 300_000,
-        C: float = 5.0,
-        class_weight: str | dict[Any, float] | None = None,
+        C: float = 10.0,
+        class_weight: str | dict[Any, float] | None = "balanced",
         max_iter: int = 300,
         random_state: int | None = 0,
     ) -> None:
