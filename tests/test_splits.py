@@ -30,3 +30,20 @@ def test_kfold_covers_every_row_once() -> None:
 def test_kfold_names_the_too_small_class() -> None:
     with pytest.raises(ValueError, match="'tiny'"):
         list(kfold_indices(["a"] * 10 + ["tiny"] * 2, n_splits=5))
+
+
+def test_holdout_small_catalog_keeps_one_validation_row_per_class():
+    # 55 classes x 8 products: 10% would be 44 rows, fewer than the classes (sklearn refused this before).
+    y = np.repeat([f"c{i}" for i in range(55)], 8)
+    tr, va = holdout_split(y, test_size=0.1, seed=0)
+    assert len(va) == 55 and set(y[va]) == set(y)
+    assert len(tr) + len(va) == len(y) and not set(tr) & set(va)
+
+
+def test_holdout_too_small_to_split_names_the_problem():
+    y = np.repeat(["a", "b", "c"], 2)  # 3 classes x 2: one row per class each side is the minimum
+    tr, va = holdout_split(y, test_size=0.1)
+    assert len(tr) == 3
+    assert len(va) == 3
+    with pytest.raises(ValueError, match="validation rows"):
+        holdout_split(y, test_size=0.9)  # 6 validation rows would leave none to train on

@@ -6,6 +6,7 @@ training side, and K is checked against the smallest class with a message naming
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -17,14 +18,24 @@ def holdout_split(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Stratified train/validation split. Returns ``(train_idx, val_idx)`` as sorted int arrays.
 
-    Singleton classes cannot be stratified; they are put in the training part.
+    Singleton classes cannot be stratified; they are put in the training part. On a small catalog the
+    validation part is grown to one row per (non-singleton) class when ``test_size`` would give fewer rows than
+    classes; ``ValueError`` says so when even that leaves too few training rows.
     """
     y = np.asarray(labels, dtype=object)
     idx = np.arange(len(y))
     values, counts = np.unique(y.astype(str), return_counts=True)
     singletons = np.isin(y.astype(str), values[counts < 2])
+    n, n_classes = int((~singletons).sum()), int((counts >= 2).sum())
+    n_val = max(math.ceil(test_size * n), n_classes)
+    if n - n_val < n_classes:
+        raise ValueError(
+            f"cannot hold out {n_val} validation rows (test_size={test_size}, {n_classes} classes with 2+ "
+            f"products) from {n} products and keep one per class for training; lower the validation fraction "
+            "or add products"
+        )
     train_idx, val_idx = train_test_split(
-        idx[~singletons], test_size=test_size, random_state=seed, stratify=y[~singletons].astype(str)
+        idx[~singletons], test_size=n_val, random_state=seed, stratify=y[~singletons].astype(str)
     )
     return np.sort(np.concatenate([train_idx, idx[singletons]])), np.sort(val_idx)
 
