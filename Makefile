@@ -26,12 +26,13 @@ lint:  ## ruff + mypy
 demo:  ## synthetic catalog, end to end
 	$(VENV)/bin/prodcat demo --out demo-output
 
-bench:  ## all benchmarks on ../shared/data (long); MODEL=bundle for the server one
-	$(PY) benchmarks/bench_fusion.py
-	$(PY) benchmarks/bench_text.py
+bench:  ## all benchmarks on ../shared/data (long; about 2 h on 2 cores); results in bench-output/
+	$(PY) benchmarks/bench_fusion.py --json bench-output/fusion.json
+	$(PY) benchmarks/bench_text.py --fresh --json bench-output/text.json
 	$(PY) benchmarks/bench_image.py
 	$(PY) benchmarks/bench_noise.py
-	$(PY) benchmarks/bench_serve.py --model $(MODEL)
+	$(PY) benchmarks/bench_pipeline.py --json bench-output/pipeline.json
+	$(PY) benchmarks/bench_serve.py --model $(or $(MODEL),bench-output/pipeline/model-full) --json bench-output/serve.json
 
 serve:  ## serve a trained model: make serve MODEL=path/to/model
 	$(VENV)/bin/prodcat serve $(MODEL)

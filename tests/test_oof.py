@@ -127,3 +127,19 @@ def test_sample_weight_reaches_fit() -> None:
     assert sum(len(s) for s in seen[:3]) == 2 * 30 and len(seen[3]) == 30
     held_out = np.flatnonzero(res.folds == 0)
     assert not set(held_out.tolist()) & set(seen[0].astype(int).tolist())
+
+
+def test_cache_key_changes_when_an_image_file_is_replaced(tmp_path) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    from prodcat.oof import oof_cache_key
+
+    img = tmp_path / "a.jpg"
+    img.write_bytes(b"first image bytes")
+    X = pd.DataFrame({"title": ["t1", "t2"], "image": [str(img), str(tmp_path / "missing.jpg")]})
+    y = np.array(["a", "b"])
+    est = LogisticRegression()
+    before = oof_cache_key(est, X, y, None, 2, 0)
+    assert oof_cache_key(est, X, y, None, 2, 0) == before
+    img.write_bytes(b"another, longer image at the same path")
+    assert oof_cache_key(est, X, y, None, 2, 0) != before

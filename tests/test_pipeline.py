@@ -136,3 +136,53 @@ def test_builtin_configs_name_registered_models() -> None:
             assert build_model(spec, modality="text", cache_dir=None, seed=0) is not None
         for spec in cfg.image_models:
             assert build_model(spec, modality="image", cache_dir=None, seed=0) is not None
+
+
+def test_warm_training_reuses_fits_and_gives_the_same_model(
+    catalog: pd.DataFrame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prodcat.fusion.decision import LogisticFusion
+    from prodcat.text.models import TfidfTextClassifier
+
+    cfg = TrainConfig.model_validate({**TINY, "cache_dir": str(tmp_path / "cache")})
+    cold = train(catalog, cfg, progress=False)
+    calls: list[str] = []
+    for cls in (TfidfTextClassifier, LogisticFusion):
+        original = cls.fit
+
+        def counting(self, *a, _orig=original, **k):  # type: ignore[no-untyped-def]
+            calls.append(type(self).__name__)
+            return _orig(self, *a, **k)
+
+        monkeypatch.setattr(cls, "fit", counting)
+    warm = train(catalog, cfg, progress=False)
+    assert calls == []  # OOF folds, refits and the fuser all came from the training cache
+    np.testing.assert_allclose(warm.predict_proba(catalog), cold.predict_proba(catalog))
+    assert warm.metrics["validation"]["macro_f1"] == cold.metrics["validation"]["macro_f1"]
+
+
+def test_training_cache_entry_that_is_corrupt_or_unsafe_is_refit(
+    catalog: pd.DataFrame, tmp_path: Path
+) -> None:
+    import datetime
+
+    import skops.io as sio
+
+    from prodcat.cache import _atomic_savez, _checksum
+
+    cache = tmp_path / "cache"
+    cfg = TrainConfig.model_validate({**TINY, "cache_dir": str(cache), "noise": {"enabled": False}})
+    cold = train(catalog, cfg, progress=False)
+    entries = sorted((cache / "arrays").glob("fit-*/*.npz"))
+    assert len(entries) == 2  # one fit per modality model
+    entries[0].write_bytes(b"not an npz")  # corrupt: discarded with a warning
+    # Unsafe: a well-formed, checksummed entry naming a type outside the allow-list must never be loaded.
+    unsafe = {"skops": np.frombuffer(sio.dumps(datetime.timedelta(1)), dtype=np.uint8)}
+    entries[1].unlink()
+    _atomic_savez(entries[1], **unsafe, checksum=_checksum(unsafe))
+    with pytest.warns(UserWarning, match="corrupt entry"):
+        again = train(catalog, cfg, progress=False)
+    np.testing.assert_allclose(again.predict_proba(catalog), cold.predict_proba(catalog))
+    for e in entries:  # both refit and stored again
+        with np.load(e) as z:
+            assert b"datetime" not in z["skops"].tobytes()

@@ -15,7 +15,6 @@ and refuses a tampered, truncated or incompatible bundle with :class:`BundleErro
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import hashlib
 import json
@@ -29,14 +28,11 @@ import numpy as np
 from prodcat import __version__
 from prodcat.config import TrainConfig
 from prodcat.pipeline import TrainedModel
+from prodcat.safe_io import UnsafeContentError, dumps_estimator, loads_estimator
 
 FORMAT = "prodcat-bundle"
 FORMAT_VERSION = 1
-# Types a bundle may contain besides prodcat's own estimators; anything else is refused at load time.
-ALLOWED_PREFIXES = ("prodcat.", "sklearn.", "numpy.", "scipy.sparse.", "builtins.", "collections.")
 LIBRARIES = ("numpy", "scikit-learn", "scipy", "torch", "onnxruntime", "skops", "cleanlab", "pandas")
-# Fitted attributes that hold live resources (ONNX sessions, encoders); rebuilt on first use after loading.
-RUNTIME_ATTRS = ("embedder_",)
 
 
 class BundleError(RuntimeError):
@@ -61,14 +57,6 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _strip_runtime(est: Any) -> Any:
-    """A shallow copy of ``est`` without live resources (nested estimators are handled by skops)."""
-    clean = copy.copy(est)
-    for attr in RUNTIME_ATTRS:
-        clean.__dict__.pop(attr, None)
-    return clean
-
-
 def _fingerprint(est: Any) -> str | None:
     emb = getattr(est, "embedder_", None)
     fp = getattr(emb, "fingerprint", None)
@@ -79,7 +67,6 @@ def save_bundle(
     model: TrainedModel, out_dir: str | Path, *, input_schema: dict[str, Any] | None = None
 ) -> Path:
     """Write ``model`` to ``out_dir`` (created; existing bundle files are replaced). Returns the folder."""
-    import skops.io as sio
     from safetensors.numpy import save_file
 
     from prodcat.fusion import get_state
@@ -89,7 +76,7 @@ def save_bundle(
     entries: list[dict[str, Any]] = []
     for i, (name, role, est) in enumerate(model.models):
         file = f"model_{i}.skops"
-        sio.dump(_strip_runtime(est), out / file)
+        (out / file).write_bytes(dumps_estimator(est))
         entries.append(
             {
                 "name": name,
@@ -162,16 +149,10 @@ def verify_files(model_dir: str | Path, manifest: dict[str, Any]) -> None:
 
 
 def _load_estimator(path: Path) -> Any:
-    import skops.io as sio
-
-    untrusted = sio.get_untrusted_types(file=path)
-    refused = [t for t in untrusted if not t.startswith(ALLOWED_PREFIXES)]
-    if refused:
-        raise BundleError(f"{path}: refuses to load unexpected types {refused}")
     try:
-        return sio.load(path, trusted=untrusted)
-    except Exception as e:  # skops raises many types for incompatible content
-        raise BundleError(f"{path}: cannot load ({e.__class__.__name__}: {e})") from e
+        return loads_estimator(path.read_bytes(), source=str(path))
+    except UnsafeContentError as e:
+        raise BundleError(str(e)) from e
 
 
 def load_model(model_dir: str | Path) -> tuple[TrainedModel, dict[str, Any]]:

@@ -419,15 +419,16 @@ class ArrayStore:
     def _file(self, key: str) -> Path | None:
         return None if self.path is None else self.path / f"{hashlib.sha256(key.encode()).hexdigest()}.npz"
 
-    def load(self, key: str, names: Sequence[str]) -> dict[str, np.ndarray] | None:
-        """The arrays ``names`` saved under ``key``, or ``None`` on a miss or a corrupt entry (warned, removed)."""
+    def load(self, key: str, names: Sequence[str] | None = None) -> dict[str, np.ndarray] | None:
+        """The arrays ``names`` (all when None) saved under ``key``, or ``None`` on a miss or a corrupt entry
+        (warned, removed)."""
         path = self._file(key)
         if path is None or not path.exists():
             return None
         arrays = _load_verified(path)
-        if arrays is None or any(n not in arrays for n in names):
+        if arrays is None or any(n not in arrays for n in names or ()):
             return None
-        return {n: arrays[n] for n in names}
+        return arrays if names is None else {n: arrays[n] for n in names}
 
     def save(self, key: str, **arrays: np.ndarray) -> None:
         """Store ``arrays`` under ``key`` atomically (object arrays are refused: nothing is pickled)."""

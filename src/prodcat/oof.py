@@ -106,6 +106,20 @@ def _refit(estimator: Any, X: Any, y: np.ndarray, sample_weight: np.ndarray | No
     return final.fit(X, y, **fit_kw)
 
 
+def _file_signatures(paths: pd.Series) -> np.ndarray:
+    """(n, 2) int64 ``(mtime_ns, size)`` of each path (``-1`` for a missing file, ``0`` for a non-path item)."""
+    out = np.zeros((len(paths), 2), dtype=np.int64)
+    for i, p in enumerate(paths):
+        if isinstance(p, str | os.PathLike) and str(p):
+            try:
+                st = os.stat(p)
+            except OSError:
+                out[i] = -1
+            else:
+                out[i] = (st.st_mtime_ns, st.st_size)
+    return out
+
+
 def oof_cache_key(
     estimator: Any, X: Any, y: np.ndarray, sample_weight: np.ndarray | None, n_splits: int, seed: int
 ) -> str:
@@ -120,6 +134,9 @@ def oof_cache_key(
     if isinstance(X, pd.DataFrame | pd.Series):
         data: Any = pd.util.hash_pandas_object(X, index=False).to_numpy()
         data = (data, tuple(map(str, X.columns)) if isinstance(X, pd.DataFrame) else X.name)
+        if isinstance(X, pd.DataFrame) and "image" in X:
+            # An image replaced under the same path must not reuse results computed from the old file.
+            data = (*data, _file_signatures(X["image"]))
     else:
         data = X
     parts = (

@@ -16,6 +16,8 @@ With ``fusion_data="holdout"`` (the paper's way) the modality models are fit on 
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +30,8 @@ from prodcat.config import TrainConfig, build_fuser, build_model
 from prodcat.evaluate import bootstrap_ci
 from prodcat.oof import align_proba, oof_predict_proba
 from prodcat.splits import holdout_split
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -76,6 +80,7 @@ def _model_oof(
         seed=config.seed,
         refit=False,
         progress=progress,
+        cache_dir=config.cache_dir,
         desc=f"{role} folds",
     )
     info: dict[str, Any] = {}
@@ -102,13 +107,63 @@ def _model_oof(
         refit=False,
         sample_weight=weights,
         progress=progress,
+        cache_dir=config.cache_dir,
         desc=f"{role} folds (cleaned)",
     )
     return again.proba, weights, info
 
 
-def _fit(est: Any, X: pd.DataFrame, y: np.ndarray, weights: np.ndarray | None) -> Any:
-    return est.fit(X, y) if weights is None else est.fit(X, y, sample_weight=weights)
+def _fit(est: Any, X: pd.DataFrame, y: np.ndarray, weights: np.ndarray | None, config: TrainConfig) -> Any:
+    """``est`` fitted on ``X, y`` (weighted), reused from the training cache when the same fit was done before.
+
+    Cached under the same key as the OOF probabilities (estimator parameters, data, image file signatures,
+    labels, weights), as skops bytes loaded against the bundle's allow-list; an unreadable entry is refit.
+    """
+    from prodcat.cache import ArrayStore
+    from prodcat.oof import oof_cache_key
+    from prodcat.safe_io import UnsafeContentError, dumps_estimator, loads_estimator
+
+    store = ArrayStore(config.cache_dir, "fit")
+    key = None if store.path is None else oof_cache_key(est, X, y, weights, 0, config.seed)
+    hit = None if key is None else store.load(key, ["skops"])
+    if hit is not None:
+        try:
+            return loads_estimator(hit["skops"].tobytes(), source="training cache")
+        except UnsafeContentError as e:
+            log.warning("refitting %s: %s", type(est).__name__, e)
+    fitted = est.fit(X, y) if weights is None else est.fit(X, y, sample_weight=weights)
+    if key is not None:
+        store.save(key, skops=np.frombuffer(dumps_estimator(fitted), dtype=np.uint8))
+    return fitted
+
+
+def _fit_fuser(fuser: Any, X: np.ndarray, y: np.ndarray, config: TrainConfig) -> Any:
+    """``fuser`` fitted on the fusion inputs, or its saved state from the training cache (same inputs, config)."""
+    import joblib
+
+    import prodcat
+    from prodcat.cache import ArrayStore
+    from prodcat.fusion import from_state, get_state
+
+    store = ArrayStore(config.cache_dir, "fuser")
+    key = None
+    if store.path is not None:
+        parts = (config.fusion.model_dump_json(), X, y.astype(str), config.seed, prodcat.__version__)
+        key = str(joblib.hash(parts))
+        hit = store.load(key)
+        if hit is not None and "meta" in hit:
+            try:
+                meta = json.loads(hit["meta"].tobytes())
+                state = {k[2:]: v for k, v in hit.items() if k.startswith("a.")}
+                return from_state(meta, state)
+            except (ValueError, KeyError, TypeError) as e:
+                log.warning("refitting the fuser: unreadable cache entry (%s)", e)
+    fuser.fit(X, y)
+    if key is not None:
+        meta, arrays = get_state(fuser)
+        encoded = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+        store.save(key, meta=encoded, **{f"a.{k}": np.asarray(v) for k, v in arrays.items()})
+    return fuser
 
 
 def _score(y: np.ndarray, proba: np.ndarray, classes: np.ndarray, seed: int) -> dict[str, Any]:
@@ -168,7 +223,7 @@ def train(df: pd.DataFrame, config: TrainConfig, *, progress: bool = True) -> Tr
         est = build_model(spec, modality=role, cache_dir=config.cache_dir, seed=config.seed)
         if config.fusion_data == "oof":
             proba, weights, info = _model_oof(est, train_df, y, role=role, config=config, progress=progress)
-            fitted = _fit(est, train_df, y, weights)
+            fitted = _fit(est, train_df, y, weights, config)
         else:
             part = train_df.iloc[fit_idx].reset_index(drop=True)
             _, weights, info = (
@@ -176,7 +231,7 @@ def train(df: pd.DataFrame, config: TrainConfig, *, progress: bool = True) -> Tr
                 if (config.noise.enabled and role in config.noise.modalities)
                 else (None, None, {})
             )
-            fitted = _fit(est, part, y[fit_idx], weights)
+            fitted = _fit(est, part, y[fit_idx], weights, config)
             proba = fitted.predict_proba(train_df.iloc[fuse_idx].reset_index(drop=True))
         fuse_inputs.append(align_proba(proba, fitted.classes_, classes))
         models.append((spec.name, role, fitted))
@@ -186,7 +241,7 @@ def train(df: pd.DataFrame, config: TrainConfig, *, progress: bool = True) -> Tr
     t0 = time.perf_counter()
     _log(progress, f"[fusion] {config.fusion.method} on {len(fuse_idx)} rows x {len(models)} models")
     fuser = build_fuser(config.fusion, n_models=len(models), seed=config.seed)
-    fuser.fit(np.hstack(fuse_inputs), y[fuse_idx])
+    fuser = _fit_fuser(fuser, np.hstack(fuse_inputs), y[fuse_idx], config)
     timings["fusion"] = round(time.perf_counter() - t0, 2)
     timings["total"] = round(time.perf_counter() - start, 2)
     model = TrainedModel(classes=classes, models=models, fuser=fuser, config=config)
