@@ -7,6 +7,7 @@ training side, and K is checked against the smallest class with a message naming
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -41,19 +42,26 @@ def holdout_split(
 
 
 def kfold_indices(
-    labels: Sequence[object] | np.ndarray, *, n_splits: int = 5, seed: int = 42
+    labels: Sequence[object] | np.ndarray, *, n_splits: int = 5, seed: int = 42, strict: bool = True
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield ``(train_idx, test_idx)`` for a seeded stratified K-fold.
 
-    Raises ``ValueError`` naming the smallest class when it has fewer than ``n_splits`` members.
+    With ``strict`` (default), raises ``ValueError`` naming the smallest class when it has fewer than
+    ``n_splits`` members. ``strict=False`` accepts such classes (they are missing from some test folds), which
+    suits internal folds such as a fuser's own model selection; at least ``n_splits`` rows are still needed.
     """
     y = np.asarray(labels).astype(str)
     values, counts = np.unique(y, return_counts=True)
-    if counts.min() < n_splits:
+    if strict and counts.min() < n_splits:
         small = values[counts.argmin()]
         raise ValueError(
-            f"class {small!r} has {counts.min()} product(s), fewer than n_splits={n_splits}; "
+            f"class {str(small)!r} has {counts.min()} product(s), fewer than n_splits={n_splits}; "
             "lower the number of folds or drop that class"
         )
+    if len(y) < n_splits:
+        raise ValueError(f"{len(y)} rows cannot be split into n_splits={n_splits} folds")
     skf = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    yield from skf.split(np.zeros(len(y)), y)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+        splits = list(skf.split(np.zeros(len(y)), y))
+    yield from splits

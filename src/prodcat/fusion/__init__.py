@@ -54,7 +54,8 @@ register("fusion", "gbdt")(GBDTFusion)
 
 @register("fusion", "paper-mlp-tiny")
 def _paper_mlp_tiny(**kwargs: Any) -> PaperMLPFusion:
-    return PaperMLPFusion(**{"epochs": 5, "n_splits": 3, **kwargs})
+    # 20 epochs: with 5 it underfit badly on a few hundred rows (0.39 vs 0.71 macro-F1, 300 Rakuten rows).
+    return PaperMLPFusion(**{"epochs": 20, "n_splits": 3, **kwargs})
 
 
 for _combine in ("concat", "sum", "attention"):

@@ -174,7 +174,7 @@ class PaperMLPFusion(DecisionFusion):
             if sample_weight is None
             else torch.as_tensor(sample_weight, dtype=torch.float32)
         )
-        splits = list(kfold_indices(cast(Any, codes), n_splits=self.n_splits, seed=self.seed))
+        splits = list(kfold_indices(cast(Any, codes), n_splits=self.n_splits, seed=self.seed, strict=False))
         K = len(splits)
         val_idx, val_ok = _pad([va for _, va in splits])
         with torch_threads(self.n_threads):
