@@ -1,9 +1,15 @@
 """End-to-end benchmark of `prodcat train / evaluate / predict` on the fashion catalog (issue 6 targets).
 
-For each task (fashion-full: text column `title`; fashion-masked: `title_masked`) on an 80/20 stratified split:
-macro-F1 of text, image and fusion on the 20 %, training wall time with a cold and a warm embedding cache, batch
-predict throughput (products/s, images included) and its ratio to the image encoder's own throughput on the same
-products.
+For each task (fashion-full: text column `title`; fashion-masked: `title_masked`) on an 80/20 stratified split
+(seed 0), written as two CSV files with absolute image paths, the benchmark runs the CLI exactly as a user would:
+
+    prodcat train train.csv --out model [--text-columns title_masked]     # cold cache, then again warm
+    prodcat evaluate model test.csv --out report
+    prodcat predict model test.csv --out pred.parquet
+
+and records the wall time of each command (process start included), the held-out macro-F1 of text, image and
+fusion (from report/metrics.json), predict throughput (products/s, images included) and its ratio to the image
+encoder's own throughput on the same products, measured in this process right after.
 
     python benchmarks/bench_pipeline.py --json bench-output/pipeline.json [--config default] [--tasks full,masked]
 """
@@ -12,62 +18,104 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from prodcat.bundle import load_bundle, save_bundle
-from prodcat.catalog import read_catalog
-from prodcat.config import load_config
-from prodcat.pipeline import train
-from prodcat.predict import batch_predict
-from prodcat.report import evaluate_to_dir
+import pandas as pd
+
 from prodcat.splits import holdout_split
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "fashion" / "products.csv"
 TASKS = {"full": "title", "masked": "title_masked"}
+PRODCAT = [sys.executable, "-m", "prodcat.cli"]
 
 
-def run_task(task: str, args: argparse.Namespace, out: Path) -> dict[str, object]:
-    df, _ = read_catalog(args.data, text_columns=[TASKS[task]])
-    tr, te = holdout_split(df["label"].to_numpy(), test_size=0.2, seed=0)
-    train_df, test_df = df.iloc[tr].reset_index(drop=True), df.iloc[te].reset_index(drop=True)
+def _run(args: list[str], env: dict[str, str]) -> float:
+    """Run a prodcat command; returns its wall time in seconds (raises with its output on failure)."""
+    t0 = time.perf_counter()
+    proc = subprocess.run([*PRODCAT, *args], env=env, capture_output=True, text=True)
+    dt = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(
+            f"prodcat {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+        )
+    return round(dt, 1)
+
+
+def split_files(data: Path, out: Path) -> tuple[Path, Path]:
+    """The 80/20 stratified split of the catalog as two CSVs with absolute image paths."""
+    df = pd.read_csv(data)
+    df["image"] = [str((data.parent / p).resolve()) for p in df["image"]]
+    tr, te = holdout_split(df["label"].astype(str).to_numpy(), test_size=0.2, seed=0)
+    out.mkdir(parents=True, exist_ok=True)
+    df.iloc[tr].to_csv(out / "train.csv", index=False)
+    df.iloc[te].to_csv(out / "test.csv", index=False)
+    return out / "train.csv", out / "test.csv"
+
+
+def encoder_throughput(model_dir: Path, test_csv: Path, text_column: str) -> float | None:
+    """Products/s of the bundle's first image model's encoder alone on the test products (no cache)."""
+    from prodcat.bundle import load_bundle
+    from prodcat.catalog import read_catalog
+
+    predictor = load_bundle(model_dir)
+    df, _ = read_catalog(test_csv, text_columns=[text_column])
+    image_models = [
+        est for _, role, est in predictor.model.models if role == "image" and hasattr(est, "embed")
+    ]
+    if not image_models:
+        return None
+    est = image_models[0]
+    est.cache_dir = None
+    t0 = time.perf_counter()
+    est.embed(df)
+    return len(df) / (time.perf_counter() - t0)
+
+
+def run_task(task: str, args: argparse.Namespace, train_csv: Path, test_csv: Path) -> dict[str, object]:
+    out = args.out
     cache = Path(tempfile.mkdtemp(prefix="prodcat-bench-cache-"))
-    cfg = load_config(args.config, cache_dir=str(cache))
-    result: dict[str, object] = {"task": task, "n_train": len(train_df), "n_test": len(test_df)}
-    t0 = time.perf_counter()
-    model = train(train_df, cfg)
-    result["train_cold_s"] = round(time.perf_counter() - t0, 1)
-    result["stage_timings_cold_s"] = model.metrics["timings_s"]
-    t0 = time.perf_counter()
-    model = train(train_df, cfg)
-    result["train_warm_s"] = round(time.perf_counter() - t0, 1)
+    env = {**os.environ, "PRODCAT_CACHE_DIR": str(cache)}
+    column = TASKS[task]
+    cols = ["--text-columns", column]
+    config = ["--config", args.config] if args.config else []
+    model, report, pred = out / f"model-{task}", out / f"report-{task}", out / f"pred-{task}.parquet"
+    n_test = len(pd.read_csv(test_csv, usecols=["id"]))
+    result: dict[str, object] = {
+        "task": task,
+        "n_train": len(pd.read_csv(train_csv, usecols=["id"])),
+        "n_test": n_test,
+    }
+    result["train_cold_s"] = _run(["train", str(train_csv), "--out", str(model), *cols, *config], env)
+    result["stage_timings_cold_s"] = json.loads((model / "manifest.json").read_text())["metrics"]["timings_s"]
+    result["train_warm_s"] = _run(["train", str(train_csv), "--out", str(model), *cols, *config], env)
     result["warm_speedup"] = round(result["train_cold_s"] / result["train_warm_s"], 1)  # type: ignore[operator]
-    save_bundle(model, out / f"model-{task}")
-    metrics = evaluate_to_dir(model, test_df, out / f"report-{task}", title=f"fashion-{task}")
+    result["evaluate_s"] = _run(["evaluate", str(model), str(test_csv), "--out", str(report)], env)
+    metrics = json.loads((report / "metrics.json").read_text())
     result["test"] = {
         "macro_f1": metrics["macro_f1"],
         "macro_f1_ci": metrics["macro_f1_ci"],
         "per_modality": metrics["per_modality"],
         "per_model": {k: v["macro_f1"] for k, v in metrics["per_model"].items()},
     }
-    predictor = load_bundle(out / f"model-{task}")  # no embedding cache at prediction time
-    t0 = time.perf_counter()
-    counts = batch_predict(predictor, test_df, out / f"pred-{task}.parquet", chunk_size=1024)
-    dt = time.perf_counter() - t0
-    result["predict_products_per_s"] = round(counts["rows"] / dt, 1)
-    image_models = [
-        est for _, role, est in predictor.model.models if role == "image" and hasattr(est, "embed")
-    ]
-    if image_models:
-        t0 = time.perf_counter()
-        image_models[0].embed(test_df)
-        enc = len(test_df) / (time.perf_counter() - t0)
+    # Prediction on a cold cache: a fresh folder, so every image is decoded and encoded.
+    env_pred = {**env, "PRODCAT_CACHE_DIR": tempfile.mkdtemp(prefix="prodcat-bench-pred-")}
+    dt = _run(["predict", str(model), str(test_csv), "--out", str(pred)], env_pred)
+    result["predict_s"] = dt
+    result["predict_products_per_s"] = round(n_test / dt, 1)
+    enc = encoder_throughput(model, test_csv, column)
+    if enc is not None:
         result["image_encoder_products_per_s"] = round(enc, 1)
         result["predict_vs_encoder_ratio"] = round(result["predict_products_per_s"] / enc, 2)  # type: ignore[operator]
+    result["load_avg_1m"] = os.getloadavg()[0]
     shutil.rmtree(cache, ignore_errors=True)
-    print(json.dumps(result, indent=1))
+    shutil.rmtree(env_pred["PRODCAT_CACHE_DIR"], ignore_errors=True)
+    print(json.dumps(result, indent=1), flush=True)
     return result
 
 
@@ -79,8 +127,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("bench-output/pipeline"))
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    results = [run_task(t, args, args.out) for t in args.tasks.split(",")]
+    train_csv, test_csv = split_files(args.data, args.out / "split")
+    results = [run_task(t, args, train_csv, test_csv) for t in args.tasks.split(",")]
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=1))

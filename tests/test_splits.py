@@ -47,3 +47,9 @@ def test_holdout_too_small_to_split_names_the_problem():
     assert len(va) == 3
     with pytest.raises(ValueError, match="validation rows"):
         holdout_split(y, test_size=0.9)  # 6 validation rows would leave none to train on
+
+
+def test_holdout_accepts_a_row_count_like_sklearn():
+    y = np.repeat(["a", "b", "c"], 16)
+    tr, va = holdout_split(y, test_size=12, seed=0)
+    assert len(va) == 12 and len(tr) == 36

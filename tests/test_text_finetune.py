@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -56,68 +57,63 @@ def _word_tokenizer(specials: list[str], single: str, pair: str, ids: dict[str, 
     return tok
 
 
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 1-layer BERT (two segments) with a word-level tokenizer that emits ``token_type_ids``."""
-    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+def _save_tiny(
+    folder: Path,
+    specials: dict[str, str],
+    templates: tuple[str, str, dict[str, int]],
+    arch: str,
+    **config: Any,
+) -> Path:
+    """A 1-layer, 32-wide ``arch`` ("bert" or "roberta") model + word-level tokenizer in ``save_pretrained`` layout.
 
-    specials = ["[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"]
-    tok = _word_tokenizer(specials, "[CLS] $A [SEP]", "[CLS] $A [SEP] $B:1 [SEP]:1", {"[CLS]": 1, "[SEP]": 2})
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-        pad_token="[PAD]",
-        unk_token="[UNK]",
-        mask_token="[MASK]",
-    )
-    config = BertConfig(
+    ``specials`` maps tokenizer roles (``cls_token``...) to tokens, in vocabulary order."""
+    import transformers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = _word_tokenizer(list(specials.values()), *templates)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, **specials)
+    prefix = {"bert": "Bert", "roberta": "Roberta"}[arch]
+    cfg = getattr(transformers, f"{prefix}Config")(
         vocab_size=len(fast),
         hidden_size=32,
         num_hidden_layers=1,
         num_attention_heads=4,
         intermediate_size=64,
         max_position_embeddings=140,
-        type_vocab_size=2,
-        pad_token_id=0,
+        **config,
     )
-    path = tmp_path_factory.mktemp("tiny-bert")
-    BertModel(config).save_pretrained(path)
-    fast.save_pretrained(path)
-    return path
+    getattr(transformers, f"{prefix}Model")(cfg).save_pretrained(folder)
+    fast.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A BERT (two segments) whose tokenizer emits ``token_type_ids``."""
+    specials = {"pad_token": "[PAD]", "cls_token": "[CLS]", "sep_token": "[SEP]", "unk_token": "[UNK]"}
+    specials["mask_token"] = "[MASK]"
+    templates = ("[CLS] $A [SEP]", "[CLS] $A [SEP] $B:1 [SEP]:1", {"[CLS]": 1, "[SEP]": 2})
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    return _save_tiny(folder, specials, templates, "bert", type_vocab_size=2, pad_token_id=0)
 
 
 @pytest.fixture(scope="module")
 def tiny_roberta(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 1-layer, 32-wide RoBERTa with a word-level tokenizer, saved in ``save_pretrained`` layout."""
-    from transformers import PreTrainedTokenizerFast, RobertaConfig, RobertaModel
-
-    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
-    tok = _word_tokenizer(specials, "<s> $A </s>", "<s> $A </s> </s> $B </s>", {"<s>": 0, "</s>": 2})
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token="<s>",
-        eos_token="</s>",
-        pad_token="<pad>",
-        unk_token="<unk>",
-        mask_token="<mask>",
-    )
-    config = RobertaConfig(
-        vocab_size=len(fast),
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=140,
+    """A RoBERTa (sentence pairs as ``<s> A </s></s> B </s>``, no segment ids)."""
+    specials = {"bos_token": "<s>", "pad_token": "<pad>", "eos_token": "</s>", "unk_token": "<unk>"}
+    specials["mask_token"] = "<mask>"
+    templates = ("<s> $A </s>", "<s> $A </s> </s> $B </s>", {"<s>": 0, "</s>": 2})
+    folder = tmp_path_factory.mktemp("tiny-roberta")
+    return _save_tiny(
+        folder,
+        specials,
+        templates,
+        "roberta",
         type_vocab_size=1,
         pad_token_id=1,
         bos_token_id=0,
         eos_token_id=2,
     )
-    path = tmp_path_factory.mktemp("tiny-roberta")
-    RobertaModel(config).save_pretrained(path)
-    fast.save_pretrained(path)
-    return path
 
 
 def _model(path: Path, **kwargs: object) -> HFTextClassifier:

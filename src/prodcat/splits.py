@@ -15,9 +15,11 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 
 
 def holdout_split(
-    labels: Sequence[object] | np.ndarray, *, test_size: float = 0.1, seed: int = 42
+    labels: Sequence[object] | np.ndarray, *, test_size: float | int = 0.1, seed: int = 42
 ) -> tuple[np.ndarray, np.ndarray]:
     """Stratified train/validation split. Returns ``(train_idx, val_idx)`` as sorted int arrays.
+
+    ``test_size``: a fraction of the rows (``0.1``) or, as in scikit-learn, a row count (``12``).
 
     Singleton classes cannot be stratified; they are put in the training part. On a small catalog the
     validation part is grown to one row per (non-singleton) class when ``test_size`` would give fewer rows than
@@ -28,7 +30,8 @@ def holdout_split(
     values, counts = np.unique(y.astype(str), return_counts=True)
     singletons = np.isin(y.astype(str), values[counts < 2])
     n, n_classes = int((~singletons).sum()), int((counts >= 2).sum())
-    n_val = max(math.ceil(test_size * n), n_classes)
+    wanted = int(test_size) if isinstance(test_size, int) or test_size >= 1 else math.ceil(test_size * n)
+    n_val = max(wanted, n_classes)
     if n - n_val < n_classes:
         raise ValueError(
             f"cannot hold out {n_val} validation rows (test_size={test_size}, {n_classes} classes with 2+ "

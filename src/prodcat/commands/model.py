@@ -52,7 +52,10 @@ def train(
         float | None, typer.Option(help="Held-out fraction to score the model.")
     ] = None,
     no_cache: Annotated[
-        bool, typer.Option("--no-cache", help="Do not read or write the embedding cache.")
+        bool,
+        typer.Option(
+            "--no-cache", help="Do not read or write the cache (embeddings, OOF probabilities, fits)."
+        ),
     ] = False,
     seed: Annotated[int | None, typer.Option(help="Random seed (overrides the config).")] = None,
 ) -> None:
