@@ -32,7 +32,7 @@ from prodcat.splits import holdout_split
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "fashion" / "products.csv"
 TASKS = {"full": "title", "masked": "title_masked"}
-PRODCAT = [sys.executable, "-m", "prodcat.cli"]
+PRODCAT = [str(Path(sys.executable).with_name("prodcat"))]  # the console script of this environment
 
 
 def _run(args: list[str], env: dict[str, str]) -> float:

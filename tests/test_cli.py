@@ -37,3 +37,14 @@ def test_inspect_challenge_layout(shared_data: Path) -> None:
     result = runner.invoke(app, ["inspect", str(shared_data / "rakuten" / "challenge_layout")])
     assert result.exit_code == 0, result.output
     assert "rows: 19" in result.output and "missing/unreadable: 0" in result.output
+
+
+def test_python_dash_m_prodcat_runs_the_cli() -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "prodcat", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "train" in proc.stdout and "evaluate" in proc.stdout

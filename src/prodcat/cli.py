@@ -159,7 +159,3 @@ _register()
 def main() -> None:
     """Console entry point."""
     app()
-
-
-if __name__ == "__main__":
-    main()
