@@ -130,7 +130,7 @@ def test_config_validation_names_the_field(tmp_path: Path) -> None:
 
 
 def test_builtin_configs_name_registered_models() -> None:
-    for name in ("default", "paper-gpu"):
+    for name in ("default", "accurate", "paper-gpu"):
         cfg = load_config(name)
         for spec in cfg.text_models:
             assert build_model(spec, modality="text", cache_dir=None, seed=0) is not None

@@ -39,7 +39,9 @@ def train(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the model bundle.")],
     config: Annotated[
         str | None,
-        typer.Option("--config", "-c", help="YAML config file, or a built-in name: default, paper-gpu."),
+        typer.Option(
+            "--config", "-c", help="YAML config file, or a built-in name: default, accurate, paper-gpu."
+        ),
     ] = None,
     text_columns: TextCols = None,
     label_column: LabelCol = None,
