@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,7 @@ from tqdm.auto import tqdm
 from prodcat.config import TrainConfig, build_fuser, build_model
 from prodcat.evaluate import bootstrap_ci
 from prodcat.oof import align_proba, oof_predict_proba
+from prodcat.safe_io import UnsafeContentError, dumps_estimator, loads_estimator
 from prodcat.splits import holdout_split
 
 log = logging.getLogger(__name__)
@@ -113,57 +115,78 @@ def _model_oof(
     return again.proba, weights, info
 
 
+def _cached(
+    config: TrainConfig,
+    namespace: str,
+    key_of: Callable[[], str],
+    fit: Callable[[], Any],
+    encode: Callable[[Any], dict[str, np.ndarray]],
+    decode: Callable[[dict[str, np.ndarray]], Any],
+) -> Any:
+    """``fit()``, or its result from the training cache (``config.cache_dir``) under ``key_of()``.
+
+    ``encode``/``decode`` turn the result into arrays and back; an entry that cannot be decoded is refit and
+    stored again (corrupt files are already discarded by :class:`~prodcat.cache.ArrayStore`)."""
+    from prodcat.cache import ArrayStore
+
+    store = ArrayStore(config.cache_dir, namespace)
+    key = None if store.path is None else key_of()
+    hit = None if key is None else store.load(key)
+    if hit is not None:
+        try:
+            return decode(hit)
+        except (UnsafeContentError, ValueError, KeyError, TypeError) as e:
+            log.warning("training cache (%s): unreadable entry, refitting (%s)", namespace, e)
+    result = fit()
+    if key is not None:
+        store.save(key, **encode(result))
+    return result
+
+
 def _fit(est: Any, X: pd.DataFrame, y: np.ndarray, weights: np.ndarray | None, config: TrainConfig) -> Any:
     """``est`` fitted on ``X, y`` (weighted), reused from the training cache when the same fit was done before.
 
     Cached under the same key as the OOF probabilities (estimator parameters, data, image file signatures,
-    labels, weights), as skops bytes loaded against the bundle's allow-list; an unreadable entry is refit.
+    labels, weights), as skops bytes loaded against the bundle's allow-list.
     """
-    from prodcat.cache import ArrayStore
     from prodcat.oof import oof_cache_key
-    from prodcat.safe_io import UnsafeContentError, dumps_estimator, loads_estimator
 
-    store = ArrayStore(config.cache_dir, "fit")
-    key = None if store.path is None else oof_cache_key(est, X, y, weights, 0, config.seed)
-    hit = None if key is None else store.load(key, ["skops"])
-    if hit is not None:
-        try:
-            return loads_estimator(hit["skops"].tobytes(), source="training cache")
-        except UnsafeContentError as e:
-            log.warning("refitting %s: %s", type(est).__name__, e)
-    fitted = est.fit(X, y) if weights is None else est.fit(X, y, sample_weight=weights)
-    if key is not None:
-        store.save(key, skops=np.frombuffer(dumps_estimator(fitted), dtype=np.uint8))
-    return fitted
+    return _cached(
+        config,
+        "fit",
+        lambda: oof_cache_key(est, X, y, weights, 0, config.seed),
+        lambda: est.fit(X, y) if weights is None else est.fit(X, y, sample_weight=weights),
+        lambda fitted: {"skops": np.frombuffer(dumps_estimator(fitted), dtype=np.uint8)},
+        lambda hit: loads_estimator(hit["skops"].tobytes(), source="training cache"),
+    )
 
 
 def _fit_fuser(fuser: Any, X: np.ndarray, y: np.ndarray, config: TrainConfig) -> Any:
-    """``fuser`` fitted on the fusion inputs, or its saved state from the training cache (same inputs, config)."""
+    """``fuser`` fitted on the fusion inputs, or its saved state (the bundle's JSON + arrays) from the cache."""
     import joblib
 
     import prodcat
-    from prodcat.cache import ArrayStore
     from prodcat.fusion import from_state, get_state
 
-    store = ArrayStore(config.cache_dir, "fuser")
-    key = None
-    if store.path is not None:
-        parts = (config.fusion.model_dump_json(), X, y.astype(str), config.seed, prodcat.__version__)
-        key = str(joblib.hash(parts))
-        hit = store.load(key)
-        if hit is not None and "meta" in hit:
-            try:
-                meta = json.loads(hit["meta"].tobytes())
-                state = {k[2:]: v for k, v in hit.items() if k.startswith("a.")}
-                return from_state(meta, state)
-            except (ValueError, KeyError, TypeError) as e:
-                log.warning("refitting the fuser: unreadable cache entry (%s)", e)
-    fuser.fit(X, y)
-    if key is not None:
-        meta, arrays = get_state(fuser)
+    def encode(fitted: Any) -> dict[str, np.ndarray]:
+        meta, arrays = get_state(fitted)
         encoded = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-        store.save(key, meta=encoded, **{f"a.{k}": np.asarray(v) for k, v in arrays.items()})
-    return fuser
+        return {"meta": encoded, **{f"a.{k}": np.asarray(v) for k, v in arrays.items()}}
+
+    def decode(hit: dict[str, np.ndarray]) -> Any:
+        state = {k[2:]: v for k, v in hit.items() if k.startswith("a.")}
+        return from_state(json.loads(hit["meta"].tobytes()), state)
+
+    return _cached(
+        config,
+        "fuser",
+        lambda: str(
+            joblib.hash((config.fusion.model_dump_json(), X, y.astype(str), config.seed, prodcat.__version__))
+        ),
+        lambda: fuser.fit(X, y),
+        encode,
+        decode,
+    )
 
 
 def _score(y: np.ndarray, proba: np.ndarray, classes: np.ndarray, seed: int) -> dict[str, Any]:
