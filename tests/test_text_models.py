@@ -135,3 +135,22 @@ def test_tfidf_on_real_fashion_titles() -> None:
     res = oof_predict_proba(TfidfTextClassifier(), X, df["label"], n_splits=3, progress=False, refit=False)
     f1 = f1_score(df["label"], res.classes[res.proba.argmax(axis=1)], average="macro")
     assert f1 > 0.8
+
+
+def test_tfidf_saves_compactly_and_round_trips() -> None:
+    """Regression: numpy int64 vocabulary indices made skops write one array per n-gram (11 s to load 20k)."""
+    import io
+    import zipfile
+
+    from prodcat.safe_io import dumps_estimator, loads_estimator
+
+    df, y = toy_catalog(n_per_class=30)
+    model = TfidfTextClassifier().fit(df, y)
+    n_terms = len(model.word_.vocabulary_) + len(model.char_.vocabulary_)
+    assert n_terms > 200
+    data = dumps_estimator(model)
+    members = zipfile.ZipFile(io.BytesIO(data)).namelist()
+    assert len(members) < 50, f"{len(members)} archive members for {n_terms} n-grams"
+    loaded = loads_estimator(data)
+    np.testing.assert_array_equal(loaded.predict_proba(df), model.predict_proba(df))
+    assert loaded.char_.vocabulary_ == model.char_.vocabulary_

@@ -104,8 +104,11 @@ class TfidfTextClassifier(ClassifierMixin, BaseEstimator):
             analyzer="word", ngram_range=self.word_ngram_range, token_pattern=r"(?u)\b\w+\b", **common
         )
         self.char_ = TfidfVectorizer(analyzer="char_wb", ngram_range=self.char_ngram_range, **common)
-        self.word_.fit(kept or [""])
-        self.char_.fit(kept or [""])
+        for vectorizer in (self.word_, self.char_):
+            vectorizer.fit(kept or [""])
+            # sklearn stores numpy int64 column indices; skops would save each as its own array (a 20k-term
+            # vocabulary took 11 s to load). Plain ints are stored inline.
+            vectorizer.vocabulary_ = {term: int(j) for term, j in vectorizer.vocabulary_.items()}
         self.linear_ = None
         if len(np.unique(y[has])) >= 2:
             sw = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)[has]
