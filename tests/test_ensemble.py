@@ -125,3 +125,26 @@ def test_registered_ensemble_round_trips() -> None:
     back = from_state(*get_state(ens))
     np.testing.assert_allclose(back.predict_proba(X), ens.predict_proba(X))
     np.testing.assert_array_equal(back.predict(X), ens.predict(X))
+
+
+def test_predict_with_proba_runs_each_member_once_and_matches_separate_calls() -> None:
+    """Prediction wants labels and probabilities; hard voting used to run every member's forward pass 3 times."""
+    calls = {"n": 0}
+
+    class Counting(LogisticFusion):
+        def predict_proba(self, X: np.ndarray) -> np.ndarray:
+            calls["n"] += 1
+            return super().predict_proba(X)
+
+    X, y = _data()
+    paper = create("fusion", "paper-mlp-tiny", n_models=2).fit(X, y)
+    members = [("c", Counting().fit(X, y)), ("p", paper), ("m", MeanFusion().fit(X, y))]
+    ens = VotingEnsemble(members).fit(X, y)
+    calls["n"] = 0
+    labels, proba = ens.predict_with_proba(X)
+    assert calls["n"] == 1
+    np.testing.assert_array_equal(labels, ens.predict(X))
+    np.testing.assert_allclose(proba, ens.predict_proba(X))
+    p_labels, p_proba = paper.predict_with_proba(X)
+    np.testing.assert_array_equal(p_labels, paper.predict(X))
+    np.testing.assert_allclose(p_proba, paper.predict_proba(X))

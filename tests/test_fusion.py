@@ -206,8 +206,9 @@ def test_gbdt_tree_export_matches_sklearn_with_missing_values() -> None:
     X[rng.random(X.shape) < 0.1] = np.nan
     for target in (y, (y > 0).astype(int)):  # multiclass and binary
         hgb = HistGradientBoostingClassifier(max_iter=15, random_state=0).fit(X, target)
-        raw = predict_raw(export_trees(hgb), X)
-        np.testing.assert_allclose(raw, hgb._raw_predict(X), atol=1e-9)
+        trees = export_trees(hgb)
+        np.testing.assert_allclose(predict_raw(trees, X), hgb._raw_predict(X), atol=1e-9)
+        np.testing.assert_allclose(predict_raw(trees, X, chunk=37), hgb._raw_predict(X), atol=1e-9)
 
 
 @settings(max_examples=20, deadline=None)

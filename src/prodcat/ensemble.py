@@ -86,6 +86,16 @@ def vote_probas(
     return majority_vote(P.argmax(2), n_classes=P.shape[2], probas=P, weights=w), mean
 
 
+def labels_and_proba(est: Any, X: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``(est.predict(X), est.predict_proba(X))`` in one pass when ``est`` offers ``predict_with_proba`` (the
+    fusers whose labels come from a vote over the same forward passes), else by calling both."""
+    fast = getattr(est, "predict_with_proba", None)
+    if fast is not None:
+        labels, proba = fast(X)
+        return np.asarray(labels), proba
+    return np.asarray(est.predict(X)), est.predict_proba(X)
+
+
 def _is_fitted(est: Any) -> bool:
     return hasattr(est, "classes_")
 
@@ -157,12 +167,21 @@ class VotingEnsemble(ClassifierMixin, BaseEstimator):
     def predict(self, X: Any) -> np.ndarray:
         """(n,) labels: majority vote of the members' own ``predict`` (``voting="hard"``; a ``paper-mlp``
         member thus votes with its internal vote) or argmax of the mean probability (``"soft"``)."""
-        P = self._member_probas(X)
+        return self.predict_with_proba(X)[0]
+
+    def predict_with_proba(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
+        """``(predict(X), predict_proba(X))`` with each member run once."""
+        check_is_fitted(self, "estimators_")
         if self.voting == "soft":
-            return self.classes_[vote_probas(P, voting="soft", weights=self.weights)[0]]
+            P = self._member_probas(X)
+            win, proba = vote_probas(P, voting="soft", weights=self.weights)
+            return self.classes_[win], proba
         pos = {c: i for i, c in enumerate(self.classes_.tolist())}
-        votes = np.stack(
-            [np.fromiter((pos[v] for v in e.predict(X).tolist()), np.int64) for e in self.estimators_]
-        )
-        win = majority_vote(votes, n_classes=len(self.classes_), probas=P, weights=self.weights)
-        return self.classes_[win]
+        votes, probas = [], []
+        for e in self.estimators_:
+            labels, proba = labels_and_proba(e, X)
+            votes.append(np.fromiter((pos[v] for v in labels.tolist()), np.int64, count=len(labels)))
+            probas.append(align_proba(proba, e.classes_, self.classes_))
+        P = np.stack(probas)
+        win = majority_vote(np.stack(votes), n_classes=len(self.classes_), probas=P, weights=self.weights)
+        return self.classes_[win], vote_probas(P, voting="soft", weights=self.weights)[1]

@@ -128,6 +128,13 @@ class DecisionFusion(ClassifierMixin, BaseEstimator):
         """(n,) labels from ``classes_`` (argmax of ``predict_proba`` unless a subclass votes)."""
         return self.classes_[self.predict_proba(X).argmax(1)]
 
+    def predict_with_proba(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
+        """``(predict(X), predict_proba(X))``; one forward pass when the labels are the argmax."""
+        P = self.predict_proba(X)
+        if type(self).predict is DecisionFusion.predict:
+            return self.classes_[P.argmax(1)], P
+        return np.asarray(self.predict(X)), P  # a subclass with its own rule (e.g. a vote) keeps it
+
     # Subclass hooks -------------------------------------------------------------------------------------
     def _fit(self, X: np.ndarray, codes: np.ndarray, sample_weight: np.ndarray | None) -> None:
         raise NotImplementedError

@@ -223,10 +223,15 @@ class PaperMLPFusion(DecisionFusion):
 
     def predict(self, X: Any) -> np.ndarray:
         """(n,) labels by the K nets' majority vote (``voting="hard"``) or by the mean probability."""
+        return self.predict_with_proba(X)[0]
+
+    def predict_with_proba(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
+        """``(predict(X), predict_proba(X))`` from one forward pass of the K nets."""
         P = self._net_probas(self._check_X(X))
+        mean = P.mean(0)
         if self.voting == "soft":
-            return self.classes_[P.mean(0).argmax(1)]
-        return self.classes_[majority_vote(P.argmax(2), n_classes=P.shape[2], probas=P)]
+            return self.classes_[mean.argmax(1)], mean
+        return self.classes_[majority_vote(P.argmax(2), n_classes=P.shape[2], probas=P)], mean
 
     def _fitted_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         info = {"fold_scores_": self.fold_scores_.tolist(), "best_epochs_": self.best_epochs_.tolist()}
