@@ -186,3 +186,38 @@ def test_training_cache_entry_that_is_corrupt_or_unsafe_is_refit(
     for e in entries:  # both refit and stored again
         with np.load(e) as z:
             assert b"datetime" not in z["skops"].tobytes()
+
+
+def test_too_few_products_per_class_names_the_training_part(catalog: pd.DataFrame) -> None:
+    """Regression: the message counted products after the validation holdout without saying so ("class 'X'
+    has 1 product(s)" for a class the catalog has 2 of)."""
+    rare = catalog["label"].iloc[0]
+    keep = catalog[catalog["label"] != rare]
+    small = pd.concat([keep, catalog[catalog["label"] == rare].head(4)], ignore_index=True)
+    config = TrainConfig.model_validate({**TINY, "n_folds": 4})
+    with pytest.raises(ValueError) as err:
+        train(small, config, progress=False)
+    msg = str(err.value)
+    assert repr(str(rare)) in msg and "in the training part (4 in the catalog" in msg
+    assert "n_folds=4" in msg
+
+
+def test_predictor_flags_truncated_image_data_from_the_encoder(trained: TrainedModel, tmp_path: Path) -> None:
+    """Regression: availability came from a header probe, so an image whose pixel data is cut short was reported
+    available although the encoder could not use it (and every good image was opened a second time)."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(buf, format="JPEG", quality=95)
+    good = buf.getvalue()
+    cut = good[: len(good) * 2 // 3]  # header intact, pixel data cut short
+    df = pd.DataFrame(
+        {"id": ["ok", "cut"], "title": ["Mug rouge", "Mug rouge"], "description": "", "image": [good, cut]}
+    )
+    out = load_bundle(save_bundle(trained, tmp_path / "m")).predict_frame(df)
+    assert out["image_available"].tolist() == [True, False]
+    assert pd.isna(out["image_error"].iloc[0])
+    assert out["image_error"].iloc[1] == "truncated"

@@ -180,11 +180,15 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
         if not isinstance(self.embedder, str):
             return self.embedder, modality or str(getattr(self.embedder, "modality", "text"))
         if modality is not None:
-            return registry.create(f"{modality}-embedder", self.embedder, **kwargs), modality
-        try:
-            return registry.create("text-embedder", self.embedder, **kwargs), "text"
-        except KeyError:
-            return registry.create("image-embedder", self.embedder, **kwargs), "image"
+            embedder = registry.create(f"{modality}-embedder", self.embedder, **kwargs)
+        else:
+            try:
+                embedder, modality = registry.create("text-embedder", self.embedder, **kwargs), "text"
+            except KeyError:
+                embedder, modality = registry.create("image-embedder", self.embedder, **kwargs), "image"
+        if hasattr(embedder, "progress") and "progress" not in kwargs:
+            embedder.progress = False  # the embedding cache shows one bar over all batches (``progress``)
+        return embedder, modality
 
     def _columns(self) -> list[str]:
         return [self.column] if isinstance(self.column, str) else list(self.column)
@@ -249,6 +253,11 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """(n, C) probabilities in ``classes_`` order; rows with a missing item get ``prior_``."""
+        return self.predict_proba_with_mask(X)[0]
+
+    def predict_proba_with_mask(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
+        """``predict_proba(X)`` and the ``(n,)`` bool mask of rows whose item was embedded (False: missing or
+        undecodable, the row holds ``prior_``), from one embedding pass."""
         check_is_fitted(self, "classes_")
         Z, ok = self.embed(X)
         proba = np.tile(self.prior_, (len(Z), 1))
@@ -256,7 +265,7 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
             proba[ok] = expand_proba(self.head_.predict_proba(Z[ok]), self.head_.classes_, self.classes_)
         elif self.only_class_ is not None and ok.any():
             proba[ok] = (self.classes_ == self.only_class_).astype(np.float64)
-        return proba
+        return proba, ok
 
     def predict(self, X: Any) -> np.ndarray:
         """(n,) most probable labels."""

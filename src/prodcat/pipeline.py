@@ -48,7 +48,18 @@ class TrainedModel:
 
     def model_probas(self, df: pd.DataFrame) -> list[np.ndarray]:
         """Each modality model's (n, C) probabilities in ``classes`` order."""
-        return [align_proba(est.predict_proba(df), est.classes_, self.classes) for _, _, est in self.models]
+        return self.model_probas_with_masks(df)[0]
+
+    def model_probas_with_masks(self, df: pd.DataFrame) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
+        """:meth:`model_probas` and, per model, the ``(n,)`` mask of rows it had an input for (``None`` when the
+        model does not report one: only embedding models do)."""
+        probas, masks = [], []
+        for _, _, est in self.models:
+            with_mask = getattr(est, "predict_proba_with_mask", None)
+            proba, mask = with_mask(df) if with_mask is not None else (est.predict_proba(df), None)
+            probas.append(align_proba(proba, est.classes_, self.classes))
+            masks.append(mask)
+        return probas, masks
 
     def predict_proba(self, df: pd.DataFrame) -> np.ndarray:
         """(n, C) fused probabilities in ``classes`` order."""
@@ -216,6 +227,24 @@ def evaluate_models(model: TrainedModel, df: pd.DataFrame, y: np.ndarray) -> dic
     return {**fused, "per_modality": per_modality, "per_model": per_model}
 
 
+def _check_folds(y_all: np.ndarray, y_train: np.ndarray, config: TrainConfig) -> None:
+    """Out-of-fold stages need ``n_folds`` products of each class in the training part (after the validation
+    holdout); say so before any model is trained, with the catalog's own count next to the training part's."""
+    if config.fusion_data != "oof" and not config.noise.enabled:
+        return  # no out-of-fold stage
+    values, counts = np.unique(y_train, return_counts=True)
+    if counts.min() >= config.n_folds:
+        return
+    small = values[counts.argmin()]
+    total = int((y_all == small).sum())
+    held = total - int(counts.min())
+    raise ValueError(
+        f"class {small!r} has {counts.min()} product(s) in the training part ({total} in the catalog, {held} "
+        f"held out for validation), fewer than n_folds={config.n_folds} needed for out-of-fold probabilities; "
+        "lower n_folds or validation_fraction in the config, or add products of that class"
+    )
+
+
 def train(df: pd.DataFrame, config: TrainConfig, *, progress: bool = True) -> TrainedModel:
     """Train the configured text and image models, the noise cleaning and the fusion on catalog ``df``.
 
@@ -232,6 +261,7 @@ def train(df: pd.DataFrame, config: TrainConfig, *, progress: bool = True) -> Tr
     else:
         tr_idx, va_idx = np.arange(len(df)), np.array([], dtype=np.int64)
     train_df, y = df.iloc[tr_idx].reset_index(drop=True), y_all[tr_idx]
+    _check_folds(y_all, y, config)
     classes = np.unique(y)
     fuse_idx = np.arange(len(y))
     if config.fusion_data == "holdout":

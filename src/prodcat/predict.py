@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from prodcat.ensemble import labels_and_proba
 from prodcat.oof import align_proba
 from prodcat.pipeline import TrainedModel
 from prodcat.text.clean import clean_text
@@ -62,10 +63,11 @@ class Predictor:
         """One row per product: ``id, label, probability, top_labels, top_probabilities, text_available,
         image_available, image_error``. ``df``: catalog schema; ``image`` holds bytes, a path or None."""
         df = _schema(df)
-        probas = self.model.model_probas(df)
+        probas, masks = self.model.model_probas_with_masks(df)
         X = np.hstack(probas)
-        fused = align_proba(self.model.fuser.predict_proba(X), self.model.fuser.classes_, self.model.classes)
-        labels = np.asarray(self.model.fuser.predict(X)).astype(str)
+        labels, proba = labels_and_proba(self.model.fuser, X)
+        fused = align_proba(proba, self.model.fuser.classes_, self.model.classes)
+        labels = labels.astype(str)
         k = max(1, min(top_k, len(self.classes)))
         top = np.argsort(-fused, axis=1)[:, :k]
         classes = np.asarray(self.classes)
@@ -75,7 +77,12 @@ class Predictor:
                 for t, d in zip(df["title"], df["description"], strict=True)
             ]
         )
-        image_ok, image_err = _image_status(df["image"].tolist())
+        image_masks = [
+            m
+            for (_, role, _), m in zip(self.model.models, masks, strict=True)
+            if role == "image" and m is not None
+        ]
+        image_ok, image_err = _image_status(df["image"].tolist(), known_ok=_any(image_masks))
         label_idx = (
             np.searchsorted(classes, labels)
             if (np.sort(classes) == classes).all()
@@ -95,6 +102,23 @@ class Predictor:
         )
 
 
+def warm_up(predictor: Any) -> None:
+    """One text-only and one image-only prediction, so that lazy initialisation (text encoders, the ONNX
+    session) happens now and not inside the first batch or request. ``predictor``: anything with
+    ``predict_frame`` (a :class:`Predictor`)."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32), (200, 120, 40)).save(buf, format="PNG")
+    frame = pd.DataFrame(
+        {"id": ["warm-up-text", "warm-up-image"], "title": ["warm-up", ""], "description": ["", ""],
+         "image": [None, buf.getvalue()]}
+    )  # fmt: skip
+    predictor.predict_frame(frame, top_k=1)
+
+
 def _schema(df: pd.DataFrame) -> pd.DataFrame:
     out = df.copy()
     for col, default in (("title", ""), ("description", ""), ("image", None)):
@@ -107,17 +131,34 @@ def _schema(df: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
-def _image_status(items: list[Any]) -> tuple[np.ndarray, list[str | None]]:
-    """Header-level check of each image (cheap); the encoders report the same rows as missing."""
-    from prodcat.image.decode import probe_image
+def _any(masks: list[np.ndarray]) -> np.ndarray | None:
+    return np.logical_or.reduce(masks) if masks else None
+
+
+def _image_status(
+    items: list[Any], *, known_ok: np.ndarray | None = None
+) -> tuple[np.ndarray, list[str | None]]:
+    """Per image: usable, and why not. ``known_ok`` (the image encoders' own mask, when there is one) marks
+    decoded images, which are not opened again; the images it marks as failed (rare) are decoded once more
+    for the reason (truncated, corrupt, ...). Without it, a header-level probe decides (cheap, but a file whose
+    pixel data is cut short passes)."""
+    from prodcat.image.decode import decode_image, probe_image
 
     ok = np.zeros(len(items), dtype=bool)
     errors: list[str | None] = []
     for i, item in enumerate(items):
+        if known_ok is not None and known_ok[i]:
+            ok[i] = True
+            errors.append(None)
+            continue
         if item is None or (isinstance(item, float) and np.isnan(item)):
             errors.append("no image")
             continue
-        good, _, reason = probe_image(item)
+        reason: str | None
+        if known_ok is not None:
+            good, reason = False, decode_image(item).reason or "not usable by the image model"
+        else:
+            good, _, reason = probe_image(item)
         ok[i] = good
         errors.append(None if good else reason)
     return ok, errors

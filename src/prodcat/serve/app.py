@@ -16,12 +16,10 @@ nothing when idle and raises throughput under load (:mod:`prodcat.serve.runtime`
 
 from __future__ import annotations
 
-import io
 import os
 import socket
 import time
 from contextlib import asynccontextmanager
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +30,6 @@ from fastapi.responses import JSONResponse
 
 from prodcat import __version__
 from prodcat.serve.inputs import (
-    Row,
     check_items,
     field_error,
     json_item,
@@ -79,14 +76,6 @@ def _openapi_predict_body() -> dict[str, Any]:
     }
 
 
-def _tiny_png() -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.new("RGB", (32, 32), (200, 120, 40)).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def create_app(
     predictor: Predictor, *, settings: ServeSettings | None = None, name: str | None = None
 ) -> FastAPI:
@@ -106,8 +95,9 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if s.warmup:
-            rows = [Row(None, "warm-up", "", None), Row(None, "", "", _tiny_png())]
-            await anyio.to_thread.run_sync(partial(predictor.predict_frame, predictor_frame(rows), top_k=1))
+            from prodcat.predict import warm_up
+
+            await anyio.to_thread.run_sync(warm_up, predictor)
         await queue.start()
         metrics.started = time.time()
         try:
