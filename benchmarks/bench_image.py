@@ -42,6 +42,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="network threads (default: available CPUs)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument(
+        "--image-sizes", type=int, nargs="+", default=[None],
+        help="input sizes in px (default: each variant's native size); speed and OOF quality for each",
+    )  # fmt: skip
+    p.add_argument(
         "--fit", default="pad", choices=["pad", "crop", "stretch"], help="how images become squares"
     )
     p.add_argument("--cache-dir", type=Path, default=Path("bench-output/image-cache"))
@@ -70,13 +74,14 @@ def load_catalog(path: Path, per_class: int | None) -> Any:
 # ------------------------------------------------------------------------------------------------------ speed
 
 
-def speed(name: str, images: list[str], args: argparse.Namespace) -> dict[str, float]:
+def speed(name: str, images: list[str], args: argparse.Namespace, size: int | None) -> dict[str, float]:
     """ms/image: ONNX network only (pre-decoded batches), ONNX full pipeline, eager torch network only."""
     from prodcat.image.encoders import EfficientNetLiteEmbedder
 
     onnx = EfficientNetLiteEmbedder(
-        name, cache_dir=args.cache_dir, threads=args.threads, batch_size=32, fit=args.fit, progress=False
-    )
+        name, cache_dir=args.cache_dir, threads=args.threads, batch_size=32, fit=args.fit, progress=False,
+        image_size=size,
+    )  # fmt: skip
     batch = np.stack([a for a in (onnx._load(p) for p in images) if a is not None])
     onnx._forward(batch[:32])  # session creation/export and warm-up are not timed
     out: dict[str, float] = {}
@@ -92,7 +97,7 @@ def speed(name: str, images: list[str], args: argparse.Namespace) -> dict[str, f
     out["onnx_pipeline_ms"] = 1000 * (time.perf_counter() - t) / len(images)
     if args.torch_sample:
         eager = EfficientNetLiteEmbedder(
-            name, backend="torch", threads=args.threads, fit=args.fit, progress=False
+            name, backend="torch", threads=args.threads, fit=args.fit, progress=False, image_size=size
         )
         small = batch[: args.torch_sample]
         eager._forward(small[:8])
@@ -123,7 +128,9 @@ def oof_key(clf: Any, df: Any, y: np.ndarray, args: argparse.Namespace, fingerpr
     return h.hexdigest()
 
 
-def run_oof(name: str, df: Any, args: argparse.Namespace, *, use_oof_cache: bool) -> dict[str, Any]:
+def run_oof(
+    name: str, df: Any, args: argparse.Namespace, *, use_oof_cache: bool, size: int | None
+) -> dict[str, Any]:
     from sklearn.metrics import f1_score
 
     from prodcat.cache import ArrayStore
@@ -134,6 +141,8 @@ def run_oof(name: str, df: Any, args: argparse.Namespace, *, use_oof_cache: bool
     t0 = time.perf_counter()
     y = df["label"].to_numpy()
     emb_params = {"cache_dir": str(args.cache_dir), "threads": args.threads, "fit": args.fit}
+    if size is not None:
+        emb_params["image_size"] = size
     clf = EmbeddingClassifier(
         name, column="image", modality="image", head=args.head, head_params=args.head_params,
         cache_dir=str(args.cache_dir), batch_size=args.batch_size, embedder_params=emb_params, progress=True,
@@ -167,11 +176,17 @@ def main(argv: list[str] | None = None) -> int:
         "catalog": str(args.catalog), "rows": len(df), "classes": int(df["label"].nunique()),
         "argv": sys.argv[1:], "speed": {}, "oof": {},
     }  # fmt: skip
+    # (label, embedder, input size): one entry per embedder and --image-sizes value
+    variants = [
+        (name if size is None else f"{name}@{size}px", name, size)
+        for name in args.embedders
+        for size in args.image_sizes
+    ]
     if args.speed_sample:
         sample = df["image"].tolist()[: args.speed_sample]
-        for name in args.embedders:
-            results["speed"][name] = s = speed(name, sample, args)
-            print(f"[speed] {name}: " + ", ".join(f"{k}={v:.2f}" for k, v in s.items()), flush=True)
+        for label, name, size in variants:
+            results["speed"][label] = s = speed(name, sample, args, size)
+            print(f"[speed] {label}: " + ", ".join(f"{k}={v:.2f}" for k, v in s.items()), flush=True)
         # The speed check exported the ONNX graphs; a cold OOF run must start from nothing again.
         if args.fresh:
             shutil.rmtree(args.cache_dir)
@@ -179,11 +194,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.warm_heads:
         passes.append(("warm-embeddings-refit-heads", False))
     for run, use_oof_cache in passes:
-        for name in args.embedders:
-            r = run_oof(name, df, args, use_oof_cache=use_oof_cache)
-            results["oof"].setdefault(name, {})[run] = r
+        for label, name, size in variants:
+            r = run_oof(name, df, args, use_oof_cache=use_oof_cache, size=size)
+            results["oof"].setdefault(label, {})[run] = r
             print(
-                f"[{run}] {name}: macro-F1 {r['macro_f1']:.4f}  acc {r['accuracy']:.4f}  {r['seconds']:.1f}s",
+                f"[{run}] {label}: macro-F1 {r['macro_f1']:.4f}  acc {r['accuracy']:.4f}  {r['seconds']:.1f}s",
                 flush=True,
             )
     print(

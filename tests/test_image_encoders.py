@@ -217,3 +217,26 @@ def test_embed_image_model_registry_defaults() -> None:
     assert (clf.embedder, clf.column, clf.head_params) == ("efficientnet-lite0", "image", {"C": 0.05})
     mlp = registry.create("image-model", "embed:test-tiny", head="mlp")
     assert mlp.head == "mlp" and mlp.head_params is None
+
+
+def test_lite_image_size_is_a_separate_export_and_cache_entry(sources: list, tmp_path: Path) -> None:
+    small = EfficientNetLiteEmbedder(image_size=160, cache_dir=tmp_path, threads=2, progress=False)
+    native = EfficientNetLiteEmbedder(cache_dir=tmp_path, threads=2, progress=False)
+    assert (small.image_size, native.image_size) == (160, 224)
+    assert small.fingerprint != native.fingerprint  # embeddings at different sizes never share a cache entry
+    vec, ok = small.embed_with_mask(sources)
+    np.testing.assert_array_equal(ok, GOOD)
+    assert vec.shape == (10, 1280) and vec.min() >= 0 and vec.max() <= 6
+    assert small._load(sources[0]).shape == (160, 160, 3)
+    native.embed([sources[0]])
+    assert small.onnx_path != native.onnx_path
+    # The same product is still recognisably the same: closer to itself at 224 than to another product.
+    big = native.embed([sources[0], sources[2]])
+    assert np.linalg.norm(vec[0] - big[0]) < np.linalg.norm(vec[0] - big[1])
+    for bad in (8, 4096):
+        with pytest.raises(ValueError, match="image_size"):
+            EfficientNetLiteEmbedder(image_size=bad)
+    clf = registry.create(
+        "image-model", "embed:efficientnet-lite0", embedder_params={"image_size": 160}, cache_dir=tmp_path
+    )
+    assert clf._build_embedder()[0].image_size == 160
