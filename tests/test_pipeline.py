@@ -221,3 +221,21 @@ def test_predictor_flags_truncated_image_data_from_the_encoder(trained: TrainedM
     assert out["image_available"].tolist() == [True, False]
     assert pd.isna(out["image_error"].iloc[0])
     assert out["image_error"].iloc[1] == "truncated"
+
+
+def test_image_status_without_an_encoder_mask_probes_headers(tmp_path: Path) -> None:
+    """Image models that report no mask (fine-tuned backbones) fall back to a header probe per image."""
+    from PIL import Image
+
+    from prodcat.predict import _image_status
+
+    good = tmp_path / "good.png"
+    Image.new("RGB", (8, 8)).save(good)
+    (tmp_path / "text.jpg").write_text("not an image")
+    items = [str(good), str(tmp_path / "missing.jpg"), str(tmp_path / "text.jpg"), None]
+    ok, errors = _image_status(items)
+    assert ok.tolist() == [True, False, False, False]
+    assert errors == [None, "missing file", "not an image", "no image"]
+    # With a mask, usable rows are not opened again: a path that no longer exists stays "available".
+    ok, errors = _image_status([str(tmp_path / "gone.jpg")], known_ok=np.array([True]))
+    assert ok.tolist() == [True] and errors == [None]
