@@ -56,7 +56,11 @@ class FusionConfig(BaseModel):
 
 
 class TrainConfig(BaseModel):
-    """Everything ``prodcat train`` needs. Field comments are the documentation."""
+    """Everything ``prodcat train`` needs. Field comments are the documentation.
+
+    A field missing from a YAML file takes the minimal value below (e.g. ``paper-mlp`` fusion, Lite0 at 224 px),
+    not the packaged ``configs/default.yaml``; start from a copy of that file to change one thing in the default.
+    """
 
     model_config = ConfigDict(extra="forbid")
     columns: ColumnsConfig = Field(default_factory=ColumnsConfig)
