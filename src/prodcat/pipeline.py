@@ -31,7 +31,7 @@ from prodcat.config import TrainConfig, build_fuser, build_model
 from prodcat.evaluate import bootstrap_ci
 from prodcat.oof import align_proba, oof_predict_proba
 from prodcat.safe_io import UnsafeContentError, dumps_estimator, loads_estimator
-from prodcat.splits import holdout_split
+from prodcat.splits import holdout_split, smallest_class
 
 log = logging.getLogger(__name__)
 
@@ -232,14 +232,12 @@ def _check_folds(y_all: np.ndarray, y_train: np.ndarray, config: TrainConfig) ->
     holdout); say so before any model is trained, with the catalog's own count next to the training part's."""
     if config.fusion_data != "oof" and not config.noise.enabled:
         return  # no out-of-fold stage
-    values, counts = np.unique(y_train, return_counts=True)
-    if counts.min() >= config.n_folds:
+    small, count = smallest_class(y_train)
+    if count >= config.n_folds:
         return
-    small = values[counts.argmin()]
     total = int((y_all == small).sum())
-    held = total - int(counts.min())
     raise ValueError(
-        f"class {small!r} has {counts.min()} product(s) in the training part ({total} in the catalog, {held} "
+        f"class {small!r} has {count} product(s) in the training part ({total} in the catalog, {total - count} "
         f"held out for validation), fewer than n_folds={config.n_folds} needed for out-of-fold probabilities; "
         "lower n_folds or validation_fraction in the config, or add products of that class"
     )

@@ -44,6 +44,13 @@ def holdout_split(
     return np.sort(np.concatenate([train_idx, idx[singletons]])), np.sort(val_idx)
 
 
+def smallest_class(labels: Sequence[object] | np.ndarray) -> tuple[str, int]:
+    """The rarest label (as a string) and its count; the limit on any stratified K-fold of ``labels``."""
+    values, counts = np.unique(np.asarray(labels).astype(str), return_counts=True)
+    i = int(counts.argmin())
+    return str(values[i]), int(counts[i])
+
+
 def kfold_indices(
     labels: Sequence[object] | np.ndarray, *, n_splits: int = 5, seed: int = 42, strict: bool = True
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -54,11 +61,10 @@ def kfold_indices(
     suits internal folds such as a fuser's own model selection; at least ``n_splits`` rows are still needed.
     """
     y = np.asarray(labels).astype(str)
-    values, counts = np.unique(y, return_counts=True)
-    if strict and counts.min() < n_splits:
-        small = values[counts.argmin()]
+    small, count = smallest_class(y)
+    if strict and count < n_splits:
         raise ValueError(
-            f"class {str(small)!r} has {counts.min()} product(s), fewer than n_splits={n_splits}; "
+            f"class {small!r} has {count} product(s), fewer than n_splits={n_splits}; "
             "lower the number of folds or drop that class"
         )
     if len(y) < n_splits:
