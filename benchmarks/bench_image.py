@@ -28,6 +28,10 @@ import numpy as np
 DEFAULT_CATALOG = Path(__file__).resolve().parents[2] / "shared" / "data" / "fashion" / "products.csv"
 
 
+def _aspect(value: str) -> float | str:
+    return value if value == "auto" else float(value)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
@@ -46,7 +50,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="input sizes in px (default: each variant's native size); speed and OOF quality for each",
     )  # fmt: skip
     p.add_argument(
-        "--fit", default="pad", choices=["pad", "crop", "stretch"], help="how images become squares"
+        "--aspects", nargs="+", default=[None], type=_aspect,
+        help="input box width/height ratios, or 'auto' (the catalog's median photo shape); default: square",
+    )  # fmt: skip
+    p.add_argument(
+        "--fit", default="pad", choices=["pad", "crop", "stretch"], help="how images fill the input box"
     )
     p.add_argument("--cache-dir", type=Path, default=Path("bench-output/image-cache"))
     p.add_argument("--fresh", action="store_true", help="delete --cache-dir first (a truly cold first run)")
@@ -74,14 +82,17 @@ def load_catalog(path: Path, per_class: int | None) -> Any:
 # ------------------------------------------------------------------------------------------------------ speed
 
 
-def speed(name: str, images: list[str], args: argparse.Namespace, size: int | None) -> dict[str, float]:
+def speed(
+    name: str, images: list[str], args: argparse.Namespace, size: int | None, aspect: float | str | None
+) -> dict[str, float]:
     """ms/image: ONNX network only (pre-decoded batches), ONNX full pipeline, eager torch network only."""
     from prodcat.image.encoders import EfficientNetLiteEmbedder
 
     onnx = EfficientNetLiteEmbedder(
         name, cache_dir=args.cache_dir, threads=args.threads, batch_size=32, fit=args.fit, progress=False,
-        image_size=size,
+        image_size=size, aspect=aspect,
     )  # fmt: skip
+    onnx.adapt(images)
     batch = np.stack([a for a in (onnx._load(p) for p in images) if a is not None])
     onnx._forward(batch[:32])  # session creation/export and warm-up are not timed
     out: dict[str, float] = {}
@@ -97,8 +108,9 @@ def speed(name: str, images: list[str], args: argparse.Namespace, size: int | No
     out["onnx_pipeline_ms"] = 1000 * (time.perf_counter() - t) / len(images)
     if args.torch_sample:
         eager = EfficientNetLiteEmbedder(
-            name, backend="torch", threads=args.threads, fit=args.fit, progress=False, image_size=size
-        )
+            name, backend="torch", threads=args.threads, fit=args.fit, progress=False, image_size=size,
+            aspect=onnx.aspect,
+        )  # fmt: skip
         small = batch[: args.torch_sample]
         eager._forward(small[:8])
         t, c = time.perf_counter(), time.process_time()
@@ -129,7 +141,13 @@ def oof_key(clf: Any, df: Any, y: np.ndarray, args: argparse.Namespace, fingerpr
 
 
 def run_oof(
-    name: str, df: Any, args: argparse.Namespace, *, use_oof_cache: bool, size: int | None
+    name: str,
+    df: Any,
+    args: argparse.Namespace,
+    *,
+    use_oof_cache: bool,
+    size: int | None,
+    aspect: float | str | None,
 ) -> dict[str, Any]:
     from sklearn.metrics import f1_score
 
@@ -140,14 +158,21 @@ def run_oof(
 
     t0 = time.perf_counter()
     y = df["label"].to_numpy()
-    emb_params = {"cache_dir": str(args.cache_dir), "threads": args.threads, "fit": args.fit}
+    emb_params = {
+        "cache_dir": str(args.cache_dir),
+        "threads": args.threads,
+        "fit": args.fit,
+        "aspect": aspect,
+    }
     if size is not None:
         emb_params["image_size"] = size
     clf = EmbeddingClassifier(
         name, column="image", modality="image", head=args.head, head_params=args.head_params,
         cache_dir=str(args.cache_dir), batch_size=args.batch_size, embedder_params=emb_params, progress=True,
     )  # fmt: skip
-    fingerprint = create("image-embedder", name, **emb_params).fingerprint
+    embedder = create("image-embedder", name, **emb_params)
+    embedder.adapt(df["image"].tolist())  # as each fold's fit will ("auto" follows the catalog's photos)
+    fingerprint = embedder.fingerprint
     store = ArrayStore(str(args.cache_dir), "bench-image-oof")
     key = oof_key(clf, df, y, args, fingerprint)
     hit = store.load(key, ["proba", "classes"]) if use_oof_cache else None
@@ -176,16 +201,22 @@ def main(argv: list[str] | None = None) -> int:
         "catalog": str(args.catalog), "rows": len(df), "classes": int(df["label"].nunique()),
         "argv": sys.argv[1:], "speed": {}, "oof": {},
     }  # fmt: skip
-    # (label, embedder, input size): one entry per embedder and --image-sizes value
+    # (label, embedder, input size, aspect): one entry per embedder, --image-sizes and --aspects value
     variants = [
-        (name if size is None else f"{name}@{size}px", name, size)
+        (
+            name + ("" if size is None else f"@{size}px") + ("" if aspect is None else f"-aspect-{aspect}"),
+            name,
+            size,
+            aspect,
+        )
         for name in args.embedders
         for size in args.image_sizes
+        for aspect in args.aspects
     ]
     if args.speed_sample:
         sample = df["image"].tolist()[: args.speed_sample]
-        for label, name, size in variants:
-            results["speed"][label] = s = speed(name, sample, args, size)
+        for label, name, size, aspect in variants:
+            results["speed"][label] = s = speed(name, sample, args, size, aspect)
             print(f"[speed] {label}: " + ", ".join(f"{k}={v:.2f}" for k, v in s.items()), flush=True)
         # The speed check exported the ONNX graphs; a cold OOF run must start from nothing again.
         if args.fresh:
@@ -194,8 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.warm_heads:
         passes.append(("warm-embeddings-refit-heads", False))
     for run, use_oof_cache in passes:
-        for label, name, size in variants:
-            r = run_oof(name, df, args, use_oof_cache=use_oof_cache, size=size)
+        for label, name, size, aspect in variants:
+            r = run_oof(name, df, args, use_oof_cache=use_oof_cache, size=size, aspect=aspect)
             results["oof"].setdefault(label, {})[run] = r
             print(
                 f"[{run}] {label}: macro-F1 {r['macro_f1']:.4f}  acc {r['accuracy']:.4f}  {r['seconds']:.1f}s",

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from prodcat import registry
-from prodcat.image.encoders import EfficientNetLiteEmbedder, TinyImageEmbedder, prepare_image
+from prodcat.image.encoders import EfficientNetLiteEmbedder, TinyImageEmbedder, input_shape, prepare_image
 from prodcat.image.onnx_export import cached_onnx_session
 
 
@@ -240,3 +240,79 @@ def test_lite_image_size_is_a_separate_export_and_cache_entry(sources: list, tmp
         "image-model", "embed:efficientnet-lite0", embedder_params={"image_size": 160}, cache_dir=tmp_path
     )
     assert clf._build_embedder()[0].image_size == 160
+
+
+def test_input_shape_follows_aspect_with_the_short_side_a_multiple_of_8() -> None:
+    assert input_shape(160, 1.0) == (160, 160)
+    assert input_shape(160, 0.75) == (160, 120)  # 3:4 portrait: height stays 160
+    assert input_shape(160, 4 / 3) == (120, 160)
+    assert input_shape(160, 0.98) == (160, 160)  # within rounding of square
+    assert input_shape(224, 0.7) == (224, 160)
+    for bad in (0.1, 5, "wide", float("nan")):
+        with pytest.raises(ValueError, match="aspect"):
+            TinyImageEmbedder(aspect=bad)
+
+
+def test_prepare_image_fits_a_non_square_box() -> None:
+    portrait = Image.new("RGB", (60, 80), (200, 0, 0))
+    for fit in ("pad", "crop", "stretch"):
+        assert prepare_image(portrait, (160, 120), fit=fit).shape == (160, 120, 3)
+    # Same aspect as the box: pad fills it completely with the product, no white bands.
+    assert (prepare_image(portrait, (160, 120), fit="pad")[..., 1] < 50).all()
+    # A landscape photo in a portrait box: white bands above and below, product in the middle.
+    wide = prepare_image(Image.new("RGB", (120, 60), (200, 0, 0)), (160, 120), fit="pad")
+    assert (wide[0] == 255).all() and (wide[-1] == 255).all() and (wide[80, :, 1] < 50).all()
+    assert (
+        prepare_image(Image.new("RGB", (120, 60), (200, 0, 0)), (160, 120), fit="crop")[..., 1] < 50
+    ).all()
+
+
+def test_adapt_sets_the_box_from_the_training_images(sources: list, tmp_path: Path) -> None:
+    emb = TinyImageEmbedder(aspect="auto", progress=False)
+    assert emb.input_shape == (32, 32)  # square until adapted
+    portraits = [_solid(tmp_path / f"p{i}.jpg", (10 * i, 0, 0), (60, 80)) for i in range(5)]
+    # Unreadable and missing items are skipped; the PIL image and PNG bytes count with their own sizes.
+    assert emb.adapt(portraits + sources) == {"aspect": 0.75}
+    assert emb.input_shape == (32, 24)
+    vec, ok = emb.embed_with_mask(sources)
+    assert vec.shape == (10, emb.dim) and (vec[~GOOD] == 0).all()
+    np.testing.assert_array_equal(ok, GOOD)
+    assert emb._load(sources[0]).shape == (32, 24, 3) and "32x24" in emb.fingerprint
+    assert TinyImageEmbedder(aspect="auto").adapt([None, tmp_path / "missing.jpg"]) == {"aspect": 1.0}
+    assert TinyImageEmbedder(aspect=0.75).adapt(portraits) == {}  # a fixed aspect is kept
+    assert TinyImageEmbedder().adapt(portraits) == {}
+
+
+def test_classifier_keeps_the_adapted_box_through_save_and_load(tmp_path: Path) -> None:
+    from prodcat.safe_io import dumps_estimator, loads_estimator
+
+    colours = {"red": (220, 20, 20), "green": (20, 200, 20), "blue": (20, 20, 220)}
+    rows = [
+        {"image": str(_solid(tmp_path / f"{name}{i}.jpg", rgb, (60, 80))), "label": name}
+        for name, rgb in colours.items()
+        for i in range(4)
+    ]
+    X = pd.DataFrame(rows)
+    clf = registry.create("image-model", "embed:test-tiny", embedder_params={"aspect": "auto"})
+    clf.fit(X, X["label"])
+    assert clf.embedder_adapted_ == {"aspect": 0.75} and clf.embedder_.input_shape == (32, 24)
+    loaded = loads_estimator(dumps_estimator(clf))
+    assert loaded._build_embedder()[0].input_shape == (32, 24)
+    np.testing.assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
+    assert (loaded.predict(X) == X["label"]).all()
+    refit = clf.fit(X.assign(image=[tmp_path / "missing.jpg"] * 6 + list(X["image"][6:])), X["label"])
+    assert refit.embedder_adapted_ == {"aspect": 0.75}
+
+
+def test_lite_non_square_box_is_its_own_export_and_rebuilt_after_adapt(sources: list, tmp_path: Path) -> None:
+    emb = EfficientNetLiteEmbedder(
+        image_size=64, aspect="auto", cache_dir=tmp_path, threads=2, progress=False
+    )
+    square = emb.embed([sources[0]])
+    square_path = emb.onnx_path
+    emb.adapt([sources[0]])  # a 60 x 80 photo
+    assert emb.input_shape == (64, 48)
+    vec, ok = emb.embed_with_mask(sources)
+    np.testing.assert_array_equal(ok, GOOD)
+    assert vec.shape == (10, 1280) and emb.onnx_path != square_path
+    assert np.linalg.norm(vec[0] - square[0]) < np.linalg.norm(vec[2] - square[0])  # still the red product

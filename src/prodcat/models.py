@@ -34,7 +34,8 @@ class Embedder(Protocol):
     """A frozen backbone: ``embed(items) -> (n, dim) float32`` (image embedders may return ``(vectors, ok)``).
 
     ``fingerprint`` (optional, defaults to ``name``) identifies everything that changes the outputs; it keys the
-    embedding cache.
+    embedding cache. ``adapt(items) -> dict`` (optional) settles data-dependent settings from the training items
+    before they are embedded and returns the factory arguments that rebuild the adapted embedder.
     """
 
     name: str
@@ -145,6 +146,8 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
     ----------
     classes_ : (C,) sorted labels. prior_ : (C,) training class prior, used for rows with a missing item.
     embedder_ : the embedder object. head_ : the fitted head, or None when fewer than two classes had items.
+    embedder_adapted_ : embedder arguments settled from the training items (e.g. ``{"aspect": 0.75}`` for an image
+        embedder with ``aspect="auto"``); they override ``embedder_params`` whenever the embedder is rebuilt.
     modality_ : "text" or "image".
     """
 
@@ -175,7 +178,7 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
 
     # -- embedding ----------------------------------------------------------------------------------------------
     def _build_embedder(self) -> tuple[Any, str]:
-        kwargs = dict(self.embedder_params or {})
+        kwargs = {**(self.embedder_params or {}), **getattr(self, "embedder_adapted_", {})}
         modality = self.modality or ("image" if self.column == "image" else None)
         if not isinstance(self.embedder, str):
             return self.embedder, modality or str(getattr(self.embedder, "modality", "text"))
@@ -235,7 +238,12 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
         """Embed ``X`` (catalog DataFrame, n rows), fit the head on rows with an item. Returns self."""
         y = np.asarray(y)
         sw = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+        self.embedder_adapted_: dict[str, Any] = {}
         self.embedder_, self.modality_ = self._build_embedder()
+        adapt = getattr(self.embedder_, "adapt", None)
+        if callable(adapt):  # e.g. the image input box follows the catalog's photo shape
+            items = [it for column in self._columns() for it in self._items(X, column)]
+            self.embedder_adapted_ = dict(adapt(items))
         self.classes_ = np.unique(y)
         self.prior_ = class_prior(y, self.classes_, sw)
         Z, ok = self.embed(X)

