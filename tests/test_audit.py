@@ -253,6 +253,7 @@ def test_audit_command_with_a_trained_bundle(demo_catalog: Path, tmp_path: Path)
 
     df, _ = read_catalog(demo_catalog)
     config = TrainConfig(
+        text_models=[ModelSpec(name="tfidf")],
         image_models=[ModelSpec(name="embed:test-tiny")],
         validation_fraction=0,
         n_folds=3,

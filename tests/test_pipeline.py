@@ -129,6 +129,16 @@ def test_config_validation_names_the_field(tmp_path: Path) -> None:
     assert load_config(None, **{"fusion.method": "logistic"}).fusion.method == "logistic"
 
 
+def test_config_defaults_are_the_packaged_default_yaml(tmp_path: Path) -> None:
+    """Regression: a YAML naming one field used to get paper-mlp fusion and 224 px images for the rest."""
+    assert TrainConfig() == load_config(None)
+    partial = tmp_path / "c.yaml"
+    partial.write_text("noise: {enabled: false}\n")
+    cfg = load_config(partial)
+    assert not cfg.noise.enabled and cfg.noise.policy == load_config(None).noise.policy
+    assert cfg.model_dump(exclude={"noise"}) == load_config(None).model_dump(exclude={"noise"})
+
+
 def test_builtin_configs_name_registered_models() -> None:
     for name in ("default", "accurate", "paper-gpu"):
         cfg = load_config(name)
@@ -239,3 +249,31 @@ def test_image_status_without_an_encoder_mask_probes_headers(tmp_path: Path) -> 
     # With a mask, usable rows are not opened again: a path that no longer exists stays "available".
     ok, errors = _image_status([str(tmp_path / "gone.jpg")], known_ok=np.array([True]))
     assert ok.tolist() == [True] and errors == [None]
+
+
+@pytest.mark.parametrize(
+    ("name", "role", "params"),
+    [
+        ("tfidf", "text", {}),
+        ("embed:test-tiny", "text", {}),
+        ("embed:test-tiny", "image", {"embedder_params": {"aspect": "auto"}}),
+    ],
+)
+def test_every_cheap_model_saves_as_a_compact_archive(
+    catalog: pd.DataFrame, name: str, role: str, params: dict
+) -> None:
+    """Guard for the skops pitfall behind the 11 s tfidf load: a dict of numpy scalars in a fitted estimator is
+    written as one array file per value. Archives must not grow with the vocabulary or the catalog."""
+    import io
+    import zipfile
+
+    from prodcat.config import ModelSpec
+    from prodcat.safe_io import dumps_estimator, loads_estimator
+
+    est = build_model(ModelSpec(name=name, params=params), modality=role, cache_dir=None, seed=0)
+    est.fit(catalog, catalog["label"])
+    data = dumps_estimator(est)
+    members = zipfile.ZipFile(io.BytesIO(data)).namelist()
+    assert len(members) < 60, f"{name}: {len(members)} archive members"
+    loaded = loads_estimator(data)
+    np.testing.assert_array_equal(loaded.predict_proba(catalog), est.predict_proba(catalog))

@@ -42,7 +42,7 @@ class NoiseConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     enabled: bool = True
     modalities: list[Literal["text", "image"]] = Field(default_factory=lambda: ["image"])  # type: ignore[arg-type]
-    policy: str = "top-fraction:0.1"
+    policy: str = "downweight:0.05"
     filter_by: str = "prune_by_noise_rate"
     rank_by: str = "self_confidence"
 
@@ -51,22 +51,30 @@ class FusionConfig(BaseModel):
     """Decision-level fusion method (registry kind ``fusion``) and its arguments."""
 
     model_config = ConfigDict(extra="forbid")
-    method: str = "paper-mlp"
+    method: str = "ensemble"
     params: dict[str, Any] = Field(default_factory=dict)
 
 
 class TrainConfig(BaseModel):
     """Everything ``prodcat train`` needs. Field comments are the documentation.
 
-    A field missing from a YAML file takes the minimal value below (e.g. ``paper-mlp`` fusion, Lite0 at 224 px),
-    not the packaged ``configs/default.yaml``; start from a copy of that file to change one thing in the default.
+    The defaults below are the packaged ``configs/default.yaml`` (a test keeps them equal), so a YAML file that
+    names only what it changes gets the default for everything else. Nested sections are taken whole: a file
+    with ``fusion: {method: mean}`` gets ``mean`` with its own defaults, not the default fusion's ``params``.
     """
 
     model_config = ConfigDict(extra="forbid")
     columns: ColumnsConfig = Field(default_factory=ColumnsConfig)
-    text_models: list[ModelSpec] = Field(default_factory=lambda: [ModelSpec(name="tfidf")])
+    text_models: list[ModelSpec] = Field(
+        default_factory=lambda: [ModelSpec(name="tfidf"), ModelSpec(name="embed:use-multilingual")]
+    )
     image_models: list[ModelSpec] = Field(
-        default_factory=lambda: [ModelSpec(name="embed:efficientnet-lite0")]
+        default_factory=lambda: [
+            ModelSpec(
+                name="embed:efficientnet-lite0",
+                params={"embedder_params": {"image_size": 160, "aspect": "auto"}},
+            )
+        ]
     )
     # Fraction of the catalog held out to score the final models (0 = none; use `prodcat evaluate` instead).
     validation_fraction: float = 0.1
