@@ -277,3 +277,57 @@ def test_every_cheap_model_saves_as_a_compact_archive(
     assert len(members) < 60, f"{name}: {len(members)} archive members"
     loaded = loads_estimator(data)
     np.testing.assert_array_equal(loaded.predict_proba(catalog), est.predict_proba(catalog))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {
+                "image_models": [
+                    {"name": "embed:test-tiny", "params": {"embedder_params": {"aspekt": "auto"}}}
+                ]
+            },
+            r"image model 'embed:test-tiny': embedder 'test-tiny': .*unexpected keyword argument 'aspekt'",
+        ),
+        (
+            {
+                "image_models": [
+                    {"name": "embed:test-tiny", "params": {"embedder_params": {"aspect": "wide"}}}
+                ]
+            },
+            r"image model 'embed:test-tiny': aspect must be",
+        ),
+        (
+            {"image_models": [{"name": "embed:test-tiny", "params": {"head_params": {"Cx": 1}}}]},
+            r"image model 'embed:test-tiny': head 'logreg': Invalid parameter 'Cx'",
+        ),
+        (
+            {"image_models": [{"name": "embed:nope"}]},
+            r"image model 'embed:nope': unknown image-embedder 'nope'",
+        ),
+        ({"text_models": [{"name": "tfidf", "params": {"Cc": 1}}]}, r"text model 'tfidf': .*'Cc'"),
+        ({"fusion": {"method": "meen"}}, r"fusion 'meen': unknown fusion"),
+    ],
+)
+def test_config_errors_fail_before_any_model_is_trained(
+    catalog: pd.DataFrame, monkeypatch: pytest.MonkeyPatch, change: dict, message: str
+) -> None:
+    """Regression: a typo in the image model's parameters raised a bare TypeError (a traceback from the CLI)
+    after the text models had been trained."""
+    import prodcat.pipeline as pipeline
+
+    calls: list[str] = []
+    monkeypatch.setattr(pipeline, "_model_oof", lambda *a, **k: calls.append("oof"))
+    with pytest.raises(ValueError, match=message):
+        train(catalog, TrainConfig.model_validate({**TINY, **change}), progress=False)
+    assert calls == []
+
+
+def test_fit_time_parameter_errors_name_the_model(catalog: pd.DataFrame) -> None:
+    bad_fusion = {**TINY, "fusion": {"method": "mean", "params": {"pooling": "cubic"}}}
+    with pytest.raises(ValueError, match=r"fusion 'mean': pooling must be"):
+        train(catalog, TrainConfig.model_validate(bad_fusion), progress=False)
+    bad_text = {**TINY, "text_models": [{"name": "tfidf", "params": {"C": -1}}]}
+    with pytest.raises(ValueError, match=r"text model 'tfidf': .*'C' parameter"):
+        train(catalog, TrainConfig.model_validate(bad_text), progress=False)

@@ -233,6 +233,19 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
             oks.append(ok)
         return np.hstack(parts), np.logical_or.reduce(oks)
 
+    def check_params(self) -> None:
+        """Raise ``ValueError`` naming the bad setting when the embedder or head cannot be built from the
+        parameters. Cheap (embedders load their weights lazily): the pipeline calls it for every configured model
+        before training any, so a typo fails at once instead of after the earlier models' work."""
+        try:
+            self._build_embedder()
+        except TypeError as e:  # an unknown embedder_params key
+            raise ValueError(f"embedder {self.embedder!r}: {e}") from None
+        try:
+            make_head(self.head, self.head_params, random_state=self.random_state)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"head {self.head!r}: {e}") from None
+
     # -- sklearn contract ---------------------------------------------------------------------------------------
     def fit(self, X: Any, y: Any, sample_weight: np.ndarray | None = None) -> EmbeddingClassifier:
         """Embed ``X`` (catalog DataFrame, n rows), fit the head on rows with an item. Returns self."""

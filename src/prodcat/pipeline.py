@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from prodcat.config import TrainConfig, build_fuser, build_model
+from prodcat.config import ModelSpec, TrainConfig, build_fuser, build_model
 from prodcat.evaluate import bootstrap_ci
 from prodcat.oof import align_proba, oof_predict_proba
 from prodcat.safe_io import UnsafeContentError, dumps_estimator, loads_estimator
@@ -243,6 +243,20 @@ def _check_folds(y_all: np.ndarray, y_train: np.ndarray, config: TrainConfig) ->
     )
 
 
+def _checked_model(spec: ModelSpec, role: str, config: TrainConfig) -> Any:
+    """The estimator of ``spec``, its parameters checked (``check_params`` where the model has one); a
+    ``ValueError`` naming the model for an unknown name or a bad parameter."""
+    try:
+        est = build_model(spec, modality=role, cache_dir=config.cache_dir, seed=config.seed)
+        check = getattr(est, "check_params", None)
+        if callable(check):
+            check()
+    except (KeyError, TypeError, ValueError) as e:
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        raise ValueError(f"config: {role} model {spec.name!r}: {message}") from None
+    return est
+
+
 def train(df: pd.DataFrame, config: TrainConfig, *, progress: bool = True) -> TrainedModel:
     """Train the configured text and image models, the noise cleaning and the fusion on catalog ``df``.
 
@@ -267,23 +281,33 @@ def train(df: pd.DataFrame, config: TrainConfig, *, progress: bool = True) -> Tr
     specs = [(s, "text") for s in config.text_models] + [(s, "image") for s in config.image_models]
     if not specs:
         raise ValueError("the config names no text or image model")
+    estimators = [_checked_model(spec, role, config) for spec, role in specs]  # config errors before any work
+    try:
+        fuser = build_fuser(config.fusion, n_models=len(specs), seed=config.seed)
+    except (KeyError, TypeError, ValueError) as e:
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        raise ValueError(f"config: fusion {config.fusion.method!r}: {message}") from None
     models, fuse_inputs, noise_info = [], [], {}
-    for spec, role in specs:
+    for (spec, role), est in zip(specs, estimators, strict=True):
         t0 = time.perf_counter()
         _log(progress, f"[{role}] {spec.name}")
-        est = build_model(spec, modality=role, cache_dir=config.cache_dir, seed=config.seed)
-        if config.fusion_data == "oof":
-            proba, weights, info = _model_oof(est, train_df, y, role=role, config=config, progress=progress)
-            fitted = _fit(est, train_df, y, weights, config)
-        else:
-            part = train_df.iloc[fit_idx].reset_index(drop=True)
-            _, weights, info = (
-                _model_oof(est, part, y[fit_idx], role=role, config=config, progress=progress)
-                if (config.noise.enabled and role in config.noise.modalities)
-                else (None, None, {})
-            )
-            fitted = _fit(est, part, y[fit_idx], weights, config)
-            proba = fitted.predict_proba(train_df.iloc[fuse_idx].reset_index(drop=True))
+        try:
+            if config.fusion_data == "oof":
+                proba, weights, info = _model_oof(
+                    est, train_df, y, role=role, config=config, progress=progress
+                )
+                fitted = _fit(est, train_df, y, weights, config)
+            else:
+                part = train_df.iloc[fit_idx].reset_index(drop=True)
+                _, weights, info = (
+                    _model_oof(est, part, y[fit_idx], role=role, config=config, progress=progress)
+                    if (config.noise.enabled and role in config.noise.modalities)
+                    else (None, None, {})
+                )
+                fitted = _fit(est, part, y[fit_idx], weights, config)
+                proba = fitted.predict_proba(train_df.iloc[fuse_idx].reset_index(drop=True))
+        except ValueError as e:  # e.g. a parameter value the model only checks when fitting
+            raise ValueError(f"{role} model {spec.name!r}: {e}") from e
         fuse_inputs.append(align_proba(proba, fitted.classes_, classes))
         models.append((spec.name, role, fitted))
         if info:
@@ -291,8 +315,10 @@ def train(df: pd.DataFrame, config: TrainConfig, *, progress: bool = True) -> Tr
         timings[f"{role}:{spec.name}"] = round(time.perf_counter() - t0, 2)
     t0 = time.perf_counter()
     _log(progress, f"[fusion] {config.fusion.method} on {len(fuse_idx)} rows x {len(models)} models")
-    fuser = build_fuser(config.fusion, n_models=len(models), seed=config.seed)
-    fuser = _fit_fuser(fuser, np.hstack(fuse_inputs), y[fuse_idx], config)
+    try:
+        fuser = _fit_fuser(fuser, np.hstack(fuse_inputs), y[fuse_idx], config)
+    except ValueError as e:
+        raise ValueError(f"fusion {config.fusion.method!r}: {e}") from e
     timings["fusion"] = round(time.perf_counter() - t0, 2)
     timings["total"] = round(time.perf_counter() - start, 2)
     model = TrainedModel(classes=classes, models=models, fuser=fuser, config=config)
