@@ -331,3 +331,19 @@ def test_fit_time_parameter_errors_name_the_model(catalog: pd.DataFrame) -> None
     bad_text = {**TINY, "text_models": [{"name": "tfidf", "params": {"C": -1}}]}
     with pytest.raises(ValueError, match=r"text model 'tfidf': .*'C' parameter"):
         train(catalog, TrainConfig.model_validate(bad_text), progress=False)
+
+
+def test_too_few_products_for_the_noise_folds_with_a_fusion_holdout(catalog: pd.DataFrame) -> None:
+    """Regression: with ``fusion_data: holdout`` the noise audit's folds run on the rows left after the fusion's
+    holdout too, which the check did not count (the plain K-fold message came after training had started)."""
+    rare = catalog["label"].iloc[0]
+    keep = catalog[catalog["label"] != rare]
+    small = pd.concat([keep, catalog[catalog["label"] == rare].head(7)], ignore_index=True)
+    config = TrainConfig.model_validate(
+        {**TINY, "n_folds": 4, "fusion_data": "holdout", "fusion_holdout": 0.5, "validation_fraction": 0.1}
+    )
+    with pytest.raises(ValueError) as err:
+        train(small, config, progress=False)
+    msg = str(err.value)
+    assert repr(str(rare)) in msg and "held out for validation and for the fusion" in msg
+    assert "fusion_holdout" in msg and "(7 in the catalog" in msg

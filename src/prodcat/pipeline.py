@@ -229,17 +229,20 @@ def evaluate_models(model: TrainedModel, df: pd.DataFrame, y: np.ndarray) -> dic
 
 def _check_folds(y_all: np.ndarray, y_train: np.ndarray, config: TrainConfig) -> None:
     """Out-of-fold stages need ``n_folds`` products of each class in the training part (after the validation
-    holdout); say so before any model is trained, with the catalog's own count next to the training part's."""
+    holdout and, with ``fusion_data: holdout``, the fusion's holdout); say so before any model is trained, with
+    the catalog's own count next to the training part's."""
     if config.fusion_data != "oof" and not config.noise.enabled:
         return  # no out-of-fold stage
     small, count = smallest_class(y_train)
     if count >= config.n_folds:
         return
     total = int((y_all == small).sum())
+    holdout = config.fusion_data == "holdout"
     raise ValueError(
         f"class {small!r} has {count} product(s) in the training part ({total} in the catalog, {total - count} "
-        f"held out for validation), fewer than n_folds={config.n_folds} needed for out-of-fold probabilities; "
-        "lower n_folds or validation_fraction in the config, or add products of that class"
+        f"held out for validation{' and for the fusion' if holdout else ''}), fewer than n_folds={config.n_folds} "
+        "needed for out-of-fold probabilities; lower n_folds or validation_fraction"
+        f"{' or fusion_holdout' if holdout else ''} in the config, or add products of that class"
     )
 
 
@@ -273,11 +276,11 @@ def train(df: pd.DataFrame, config: TrainConfig, *, progress: bool = True) -> Tr
     else:
         tr_idx, va_idx = np.arange(len(df)), np.array([], dtype=np.int64)
     train_df, y = df.iloc[tr_idx].reset_index(drop=True), y_all[tr_idx]
-    _check_folds(y_all, y, config)
     classes = np.unique(y)
-    fuse_idx = np.arange(len(y))
+    fit_idx = fuse_idx = np.arange(len(y))
     if config.fusion_data == "holdout":
         fit_idx, fuse_idx = holdout_split(y, test_size=config.fusion_holdout, seed=config.seed + 1)
+    _check_folds(y_all, y[fit_idx], config)  # the rows the out-of-fold stages run on
     specs = [(s, "text") for s in config.text_models] + [(s, "image") for s in config.image_models]
     if not specs:
         raise ValueError("the config names no text or image model")
