@@ -54,6 +54,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="input box width/height ratios, or 'auto' (the catalog's median photo shape); default: square",
     )  # fmt: skip
     p.add_argument(
+        "--extra-stages", type=int, nargs="+", default=[0],
+        help="also pool the last N network stages' outputs (Lite embedders' extra_stages); one run per value",
+    )  # fmt: skip
+    p.add_argument(
         "--fit", default="pad", choices=["pad", "crop", "stretch"], help="how images fill the input box"
     )
     p.add_argument("--cache-dir", type=Path, default=Path("bench-output/image-cache"))
@@ -83,14 +87,19 @@ def load_catalog(path: Path, per_class: int | None) -> Any:
 
 
 def speed(
-    name: str, images: list[str], args: argparse.Namespace, size: int | None, aspect: float | str | None
+    name: str,
+    images: list[str],
+    args: argparse.Namespace,
+    size: int | None,
+    aspect: float | str | None,
+    stages: int,
 ) -> dict[str, float]:
     """ms/image: ONNX network only (pre-decoded batches), ONNX full pipeline, eager torch network only."""
     from prodcat.image.encoders import EfficientNetLiteEmbedder
 
     onnx = EfficientNetLiteEmbedder(
         name, cache_dir=args.cache_dir, threads=args.threads, batch_size=32, fit=args.fit, progress=False,
-        image_size=size, aspect=aspect,
+        image_size=size, aspect=aspect, extra_stages=stages,
     )  # fmt: skip
     onnx.adapt(images)
     batch = np.stack([a for a in (onnx._load(p) for p in images) if a is not None])
@@ -109,7 +118,7 @@ def speed(
     if args.torch_sample:
         eager = EfficientNetLiteEmbedder(
             name, backend="torch", threads=args.threads, fit=args.fit, progress=False, image_size=size,
-            aspect=onnx.aspect,
+            aspect=onnx.aspect, extra_stages=stages,
         )  # fmt: skip
         small = batch[: args.torch_sample]
         eager._forward(small[:8])
@@ -148,6 +157,7 @@ def run_oof(
     use_oof_cache: bool,
     size: int | None,
     aspect: float | str | None,
+    stages: int,
 ) -> dict[str, Any]:
     from sklearn.metrics import f1_score
 
@@ -163,6 +173,7 @@ def run_oof(
         "threads": args.threads,
         "fit": args.fit,
         "aspect": aspect,
+        "extra_stages": stages,
     }
     if size is not None:
         emb_params["image_size"] = size
@@ -201,22 +212,27 @@ def main(argv: list[str] | None = None) -> int:
         "catalog": str(args.catalog), "rows": len(df), "classes": int(df["label"].nunique()),
         "argv": sys.argv[1:], "speed": {}, "oof": {},
     }  # fmt: skip
-    # (label, embedder, input size, aspect): one entry per embedder, --image-sizes and --aspects value
+    # (label, embedder, input size, aspect, extra stages): one entry per embedder and option value
     variants = [
         (
-            name + ("" if size is None else f"@{size}px") + ("" if aspect is None else f"-aspect-{aspect}"),
+            name
+            + ("" if size is None else f"@{size}px")
+            + ("" if aspect is None else f"-aspect-{aspect}")
+            + (f"-stages-{stages}" if stages else ""),
             name,
             size,
             aspect,
+            stages,
         )
         for name in args.embedders
         for size in args.image_sizes
         for aspect in args.aspects
+        for stages in args.extra_stages
     ]
     if args.speed_sample:
         sample = df["image"].tolist()[: args.speed_sample]
-        for label, name, size, aspect in variants:
-            results["speed"][label] = s = speed(name, sample, args, size, aspect)
+        for label, name, size, aspect, stages in variants:
+            results["speed"][label] = s = speed(name, sample, args, size, aspect, stages)
             print(f"[speed] {label}: " + ", ".join(f"{k}={v:.2f}" for k, v in s.items()), flush=True)
         # The speed check exported the ONNX graphs; a cold OOF run must start from nothing again.
         if args.fresh:
@@ -225,8 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.warm_heads:
         passes.append(("warm-embeddings-refit-heads", False))
     for run, use_oof_cache in passes:
-        for label, name, size, aspect in variants:
-            r = run_oof(name, df, args, use_oof_cache=use_oof_cache, size=size, aspect=aspect)
+        for label, name, size, aspect, stages in variants:
+            r = run_oof(name, df, args, use_oof_cache=use_oof_cache, size=size, aspect=aspect, stages=stages)
             results["oof"].setdefault(label, {})[run] = r
             print(
                 f"[{run}] {label}: macro-F1 {r['macro_f1']:.4f}  acc {r['accuracy']:.4f}  {r['seconds']:.1f}s",

@@ -316,3 +316,39 @@ def test_lite_non_square_box_is_its_own_export_and_rebuilt_after_adapt(sources: 
     np.testing.assert_array_equal(ok, GOOD)
     assert vec.shape == (10, 1280) and emb.onnx_path != square_path
     assert np.linalg.norm(vec[0] - square[0]) < np.linalg.norm(vec[2] - square[0])  # still the red product
+
+
+def test_lite_stage_table_matches_the_networks() -> None:
+    from efficientnet_lite_pytorch import EfficientNet
+
+    from prodcat.image.encoders import LITE_STAGE_CHANNELS, lite_dim, stage_ends
+
+    for variant, channels in LITE_STAGE_CHANNELS.items():
+        net = EfficientNet.from_name(variant)
+        ends = stage_ends(net)
+        assert tuple(net._blocks[i]._block_args.output_filters for i in ends) == channels
+        assert ends[-1] == len(net._blocks) - 1
+    assert (
+        lite_dim("efficientnet-lite0") == 1280 and lite_dim("efficientnet-lite0", 3) == 1280 + 112 + 192 + 320
+    )
+
+
+def test_lite_extra_stages_add_pooled_stage_features_before_the_head(sources: list, tmp_path: Path) -> None:
+    plain = EfficientNetLiteEmbedder(image_size=64, cache_dir=tmp_path, threads=2, progress=False)
+    multi = EfficientNetLiteEmbedder(
+        image_size=64, extra_stages=3, cache_dir=tmp_path, threads=2, progress=False
+    )
+    assert multi.dim == 1904 and multi.fingerprint != plain.fingerprint
+    vec, ok = multi.embed_with_mask(sources)
+    np.testing.assert_array_equal(ok, GOOD)
+    assert vec.shape == (10, 1904) and (vec[~GOOD] == 0).all() and multi.onnx_path != plain.onnx_path
+    # The last 1280 columns are the plain head features; the stage features are real, not padding.
+    np.testing.assert_allclose(vec[:, -1280:], plain.embed(sources), atol=1e-4)
+    assert np.abs(vec[GOOD, :624]).sum(axis=1).min() > 0
+    eager = EfficientNetLiteEmbedder(
+        image_size=64, extra_stages=3, backend="torch", threads=2, progress=False
+    )
+    np.testing.assert_allclose(eager.embed(sources[:1]), vec[:1], atol=1e-3)
+    for bad in (-1, 8, 1.5, "3"):
+        with pytest.raises(ValueError, match="extra_stages"):
+            EfficientNetLiteEmbedder(extra_stages=bad)
