@@ -72,7 +72,7 @@ class TrainConfig(BaseModel):
         default_factory=lambda: [
             ModelSpec(
                 name="embed:efficientnet-lite0",
-                params={"embedder_params": {"image_size": 160, "aspect": "auto"}},
+                params={"embedder_params": {"image_size": 160, "aspect": "auto", "extra_stages": 3}},
             )
         ]
     )
