@@ -373,7 +373,9 @@ class EfficientNetLiteEmbedder(ImageEmbedder):
             return self._runner
         self._runner_shape = self.input_shape  # ONNX graphs have a fixed input box: ``adapt`` may change it
         if self.backend == "torch":
-            self._runner = build_lite_features(self.name, weights=self.weights, extra_stages=self.extra_stages)
+            self._runner = build_lite_features(
+                self.name, weights=self.weights, extra_stages=self.extra_stages
+            )
             return self._runner
         weights = Path(self.weights) if self.weights else lite_weights_path(self.name)
         h, w = self.input_shape
