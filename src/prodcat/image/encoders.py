@@ -275,7 +275,8 @@ def build_lite_features(variant: str, *, weights: str | Path | None = None, extr
     net = EfficientNet.from_name(variant)
     state = torch.load(weights or lite_weights_path(variant), map_location="cpu", weights_only=True)
     net.load_state_dict(state, strict=True)
-    pooled = set(stage_ends(net)[len(stage_ends(net)) - extra_stages :]) if extra_stages else set()
+    ends = stage_ends(net)
+    pooled = set(ends[len(ends) - extra_stages :]) if extra_stages else set()
 
     class LiteFeatures(torch.nn.Module):
         def __init__(self, net: Any) -> None:
