@@ -246,6 +246,12 @@ def _check_folds(y_all: np.ndarray, y_train: np.ndarray, config: TrainConfig) ->
     )
 
 
+def _config_error(what: str, e: Exception) -> ValueError:
+    """``ValueError`` "config: <what>: <reason>" (a KeyError's reason without the quotes its str() adds)."""
+    reason = e.args[0] if isinstance(e, KeyError) and e.args else e
+    return ValueError(f"config: {what}: {reason}")
+
+
 def _checked_model(spec: ModelSpec, role: str, config: TrainConfig) -> Any:
     """The estimator of ``spec``, its parameters checked (``check_params`` where the model has one); a
     ``ValueError`` naming the model for an unknown name or a bad parameter."""
@@ -255,8 +261,7 @@ def _checked_model(spec: ModelSpec, role: str, config: TrainConfig) -> Any:
         if callable(check):
             check()
     except (KeyError, TypeError, ValueError) as e:
-        message = e.args[0] if isinstance(e, KeyError) and e.args else e
-        raise ValueError(f"config: {role} model {spec.name!r}: {message}") from None
+        raise _config_error(f"{role} model {spec.name!r}", e) from None
     return est
 
 
@@ -288,8 +293,7 @@ def train(df: pd.DataFrame, config: TrainConfig, *, progress: bool = True) -> Tr
     try:
         fuser = build_fuser(config.fusion, n_models=len(specs), seed=config.seed)
     except (KeyError, TypeError, ValueError) as e:
-        message = e.args[0] if isinstance(e, KeyError) and e.args else e
-        raise ValueError(f"config: fusion {config.fusion.method!r}: {message}") from None
+        raise _config_error(f"fusion {config.fusion.method!r}", e) from None
     models, fuse_inputs, noise_info = [], [], {}
     for (spec, role), est in zip(specs, estimators, strict=True):
         t0 = time.perf_counter()
