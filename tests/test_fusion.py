@@ -309,3 +309,45 @@ def test_paper_mlp_tiny_fuses_a_small_sample_with_a_rare_class() -> None:
     fused = float(np.mean(est.predict(X[te]) == y[te]))
     best_alone = max(float(np.mean(p[te].argmax(1) == y[te])) for p in (a, b))
     assert fused > best_alone, (fused, best_alone)
+
+
+@pytest.mark.parametrize("name", available("fusion"))
+def test_every_registered_fuser_passes_its_own_parameter_check(name: str) -> None:
+    create("fusion", name).check_params()
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "message"),
+    [
+        ("mean", {"pooling": "cubic"}, r"'pooling' parameter of MeanFusion must be a str among"),
+        ("mean", {"weights": "best"}, r"'weights' parameter of MeanFusion"),
+        ("mean", {"weights": [1, 2], "n_models": 3}, r"weights must be 3 numbers \(one per model\)"),
+        ("mean", {"weights": [0, 0]}, r"non-negative numbers"),
+        ("logistic", {"C": 0}, r"'C' parameter of LogisticFusion must be a float in the range \(0.0, inf\)"),
+        (
+            "paper-mlp",
+            {"hidden": 0},
+            r"'hidden' parameter of PaperMLPFusion must be an int in the range \[1, inf\)",
+        ),
+        ("paper-mlp", {"lr": "fast"}, r"'lr' parameter of PaperMLPFusion"),
+        ("paper-mlp", {"n_splits": 1}, r"'n_splits' parameter"),
+        ("gbdt", {"validation_fraction": 1.5}, r"'validation_fraction' parameter of GBDTFusion"),
+        ("ensemble", {"voting": "loud"}, r"'voting' parameter of VotingEnsemble"),
+        ("ensemble", {"weights": [1, 1]}, r"weights must be 3 non-negative numbers \(one per member\)"),
+        (
+            "ensemble",
+            {"members": "mean+paper-mlp[epochs=0]"},
+            r"member '1:paper-mlp\[epochs=0\]': The 'epochs'",
+        ),
+        ("feature-concat", {"dropout": 1.0}, r"'dropout' parameter of FeatureFusion"),
+    ],
+)
+def test_bad_parameters_are_named_before_fitting(name: str, params: dict, message: str) -> None:
+    est = create("fusion", name, **params)
+    with pytest.raises(ValueError, match=message):
+        est.check_params()
+
+
+def test_fit_checks_the_parameters_first(data: dict[str, np.ndarray]) -> None:
+    with pytest.raises(ValueError, match="'epochs' parameter"):
+        PaperMLPFusion(epochs=0).fit(data["good"], data["y"])

@@ -308,6 +308,22 @@ def test_every_cheap_model_saves_as_a_compact_archive(
         ),
         ({"text_models": [{"name": "tfidf", "params": {"Cc": 1}}]}, r"text model 'tfidf': .*'Cc'"),
         ({"fusion": {"method": "meen"}}, r"fusion 'meen': unknown fusion"),
+        (
+            {"fusion": {"method": "mean", "params": {"pooling": "cubic"}}},
+            r"fusion 'mean': The 'pooling' parameter of MeanFusion must be a str among",
+        ),
+        (
+            {"fusion": {"method": "paper-mlp", "params": {"n_layers": 3}}},
+            r"fusion 'paper-mlp': The 'n_layers' parameter of PaperMLPFusion must be an int in the range \[1, 2\]",
+        ),
+        (
+            {"fusion": {"method": "mean", "params": {"weights": [1, 2, 3]}}},
+            r"fusion 'mean': weights must be 2 numbers \(one per model\)",
+        ),
+        (
+            {"fusion": {"method": "ensemble", "params": {"members": "mean+gbdt[max_iter=0]"}}},
+            r"fusion 'ensemble': member '1:gbdt\[max_iter=0\]': The 'max_iter' parameter of GBDTFusion",
+        ),
     ],
 )
 def test_config_errors_fail_before_any_model_is_trained(
@@ -325,9 +341,6 @@ def test_config_errors_fail_before_any_model_is_trained(
 
 
 def test_fit_time_parameter_errors_name_the_model(catalog: pd.DataFrame) -> None:
-    bad_fusion = {**TINY, "fusion": {"method": "mean", "params": {"pooling": "cubic"}}}
-    with pytest.raises(ValueError, match=r"fusion 'mean': pooling must be"):
-        train(catalog, TrainConfig.model_validate(bad_fusion), progress=False)
     bad_text = {**TINY, "text_models": [{"name": "tfidf", "params": {"C": -1}}]}
     with pytest.raises(ValueError, match=r"text model 'tfidf': .*'C' parameter"):
         train(catalog, TrainConfig.model_validate(bad_text), progress=False)

@@ -9,10 +9,11 @@ first in ``classes_`` order.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from prodcat.oof import align_proba
@@ -118,6 +119,13 @@ class VotingEnsemble(ClassifierMixin, BaseEstimator):
     with ``voting="hard"``, ``predict`` follows the vote and may differ from ``predict_proba(X).argmax(1)``.
     """
 
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "estimators": [list, tuple],
+        "voting": [StrOptions({"hard", "soft"})],
+        "weights": ["array-like", None],
+        "refit": ["boolean"],
+    }
+
     def __init__(
         self,
         estimators: Sequence[tuple[str, Any]],
@@ -133,10 +141,7 @@ class VotingEnsemble(ClassifierMixin, BaseEstimator):
 
     def fit(self, X: Any, y: Any, sample_weight: np.ndarray | None = None) -> VotingEnsemble:
         """Fit the members that need it (see class docstring); ``classes_`` = union of members' classes."""
-        if not self.estimators:
-            raise ValueError("VotingEnsemble needs at least one estimator")
-        if self.voting not in ("hard", "soft"):
-            raise ValueError(f"voting must be 'hard' or 'soft', got {self.voting!r}")
+        self.check_params()
         fitted = []
         for name, est in self.estimators:
             if self.refit or not _is_fitted(est):
@@ -148,6 +153,28 @@ class VotingEnsemble(ClassifierMixin, BaseEstimator):
         self.estimators_ = [e for _, e in fitted]
         self._set_classes()
         return self
+
+    def check_params(self) -> None:
+        """Check the ensemble's parameters and each member's (``check_params`` where a member has one) without
+        fitting; a ``ValueError`` names the parameter and, for a member, the member."""
+        self._validate_params()
+        if not self.estimators:
+            raise ValueError("VotingEnsemble needs at least one estimator")
+        if self.weights is not None:
+            w = np.asarray(self.weights, dtype=np.float64)
+            if w.shape != (len(self.estimators),) or not np.isfinite(w).all() or (w < 0).any():
+                raise ValueError(
+                    f"weights must be {len(self.estimators)} non-negative numbers (one per member), "
+                    f"got {self.weights!r}"
+                )
+        for name, est in self.estimators:
+            check = getattr(est, "check_params", None)
+            if not callable(check):
+                continue
+            try:
+                check()
+            except ValueError as e:
+                raise ValueError(f"member {name!r}: {e}") from e
 
     def _set_classes(self) -> None:
         first = self.estimators_[0].classes_

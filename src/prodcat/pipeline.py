@@ -256,12 +256,24 @@ def _checked_model(spec: ModelSpec, role: str, config: TrainConfig) -> Any:
     """The estimator of ``spec``, its parameters checked (``check_params`` where the model has one); a
     ``ValueError`` naming the model for an unknown name or a bad parameter."""
     try:
-        est = build_model(spec, modality=role, cache_dir=config.cache_dir, seed=config.seed)
-        check = getattr(est, "check_params", None)
-        if callable(check):
-            check()
+        return _checked(build_model(spec, modality=role, cache_dir=config.cache_dir, seed=config.seed))
     except (KeyError, TypeError, ValueError) as e:
         raise _config_error(f"{role} model {spec.name!r}", e) from None
+
+
+def _checked_fuser(config: TrainConfig, n_models: int) -> Any:
+    """The configured fuser, its parameters checked; a ``ValueError`` naming the fusion."""
+    try:
+        return _checked(build_fuser(config.fusion, n_models=n_models, seed=config.seed))
+    except (KeyError, TypeError, ValueError) as e:
+        raise _config_error(f"fusion {config.fusion.method!r}", e) from None
+
+
+def _checked(est: Any) -> Any:
+    """``est`` after its ``check_params()`` (models and fusers that have one check their parameters there)."""
+    check = getattr(est, "check_params", None)
+    if callable(check):
+        check()
     return est
 
 
@@ -290,10 +302,7 @@ def train(df: pd.DataFrame, config: TrainConfig, *, progress: bool = True) -> Tr
     if not specs:
         raise ValueError("the config names no text or image model")
     estimators = [_checked_model(spec, role, config) for spec, role in specs]  # config errors before any work
-    try:
-        fuser = build_fuser(config.fusion, n_models=len(specs), seed=config.seed)
-    except (KeyError, TypeError, ValueError) as e:
-        raise _config_error(f"fusion {config.fusion.method!r}", e) from None
+    fuser = _checked_fuser(config, len(specs))
     models, fuse_inputs, noise_info = [], [], {}
     for (spec, role), est in zip(specs, estimators, strict=True):
         t0 = time.perf_counter()

@@ -13,12 +13,14 @@ This module holds the shared base class and the two closed-form-ish fusers, ``me
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from numbers import Integral, Real
+from typing import Any, ClassVar
 
 import numpy as np
 from scipy.optimize import minimize
 from scipy.special import logsumexp, softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from prodcat.evaluate import macro_f1
@@ -60,6 +62,20 @@ class DecisionFusion(ClassifierMixin, BaseEstimator):
     classes: Sequence[Any] | None
     n_models: int | None
     n_extra: int
+
+    # scikit-learn's parameter validation: type and range of each constructor argument (subclasses extend it).
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "classes": ["array-like", None],
+        "n_models": [Interval(Integral, 1, None, closed="left"), None],
+        "n_extra": [Interval(Integral, 0, None, closed="left")],
+    }
+
+    def check_params(self) -> None:
+        """Check the parameters without fitting: types and ranges (scikit-learn's ``InvalidParameterError``, a
+        ``ValueError`` naming the parameter), then the checks across parameters. ``fit`` runs it first; the
+        training pipeline runs it before any model is trained."""
+        self._validate_params()
+        self._check_params()
 
     def _setup(self, X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
         """Check inputs, set ``classes_``, ``n_models_``, ``n_extra_``, ``n_features_in_``; return
@@ -115,6 +131,7 @@ class DecisionFusion(ClassifierMixin, BaseEstimator):
 
     def fit(self, X: Any, y: Any, sample_weight: np.ndarray | None = None) -> DecisionFusion:
         """Fit on ``X`` (n, m*C [+ n_extra]) probabilities and labels ``y`` (n,). Returns self."""
+        self.check_params()
         X, codes = self._setup(X, y)
         sw = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
         self._fit(X, codes, sw)
@@ -136,6 +153,9 @@ class DecisionFusion(ClassifierMixin, BaseEstimator):
         return np.asarray(self.predict(X)), P  # a subclass with its own rule (e.g. a vote) keeps it
 
     # Subclass hooks -------------------------------------------------------------------------------------
+    def _check_params(self) -> None:
+        """Checks across parameters, beyond ``_parameter_constraints`` (none by default)."""
+
     def _fit(self, X: np.ndarray, codes: np.ndarray, sample_weight: np.ndarray | None) -> None:
         raise NotImplementedError
 
@@ -167,6 +187,13 @@ class MeanFusion(DecisionFusion):
     weights_ : (m,) the weights used.
     """
 
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        **DecisionFusion._parameter_constraints,
+        "pooling": [StrOptions({"log", "linear"})],
+        "weights": [StrOptions({"fit", "uniform"}), "array-like"],
+        "objective": [StrOptions({"log_loss", "macro_f1"})],
+    }
+
     def __init__(
         self,
         *,
@@ -190,23 +217,29 @@ class MeanFusion(DecisionFusion):
         p = np.einsum("nmc,m->nc", B, w)
         return p / np.maximum(p.sum(1, keepdims=True), 1e-300)
 
+    def _check_params(self) -> None:
+        if isinstance(self.weights, str):
+            return
+        w = np.asarray(self.weights, dtype=np.float64)
+        m = self.n_models
+        if w.ndim != 1 or not np.isfinite(w).all() or (w < 0).any() or not w.sum() > 0:
+            raise ValueError(
+                f"weights must be 'fit', 'uniform' or non-negative numbers, got {self.weights!r}"
+            )
+        if m is not None and len(w) != m:
+            raise ValueError(f"weights must be {m} numbers (one per model), got {self.weights!r}")
+
     def _fit(self, X: np.ndarray, codes: np.ndarray, sample_weight: np.ndarray | None) -> None:
-        if self.pooling not in ("log", "linear"):
-            raise ValueError(f"pooling must be 'log' or 'linear', got {self.pooling!r}")
-        if self.objective not in ("log_loss", "macro_f1"):
-            raise ValueError(f"objective must be 'log_loss' or 'macro_f1', got {self.objective!r}")
         B, m = self._blocks(X), self.n_models_
         uniform = np.full(m, 1.0 / m)
         if isinstance(self.weights, str):
-            if self.weights not in ("fit", "uniform"):
-                raise ValueError(f"weights must be 'fit', 'uniform' or m numbers, got {self.weights!r}")
             w = uniform if self.weights == "uniform" else self._fit_log_loss(B, codes, sample_weight)
             if self.weights == "fit" and self.objective == "macro_f1":
                 w = self._refine_macro_f1(B, codes, w)
         else:
             w = np.asarray(self.weights, dtype=np.float64)
-            if w.shape != (m,) or (w < 0).any():
-                raise ValueError(f"weights must be {m} non-negative numbers, got {self.weights!r}")
+            if w.shape != (m,):
+                raise ValueError(f"weights must be {m} numbers (one per model), got {self.weights!r}")
             if self.pooling == "linear":
                 w = w / w.sum()
         self.weights_ = w
@@ -293,6 +326,15 @@ class LogisticFusion(DecisionFusion):
     coef_ : (C, d) and intercept_ : (C,) in ``classes_`` order (classes absent from y get -1e9 intercepts).
     """
 
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        **DecisionFusion._parameter_constraints,
+        "features": [StrOptions({"proba", "log"})],
+        "C": [Interval(Real, 0, None, closed="neither")],
+        "standardize": ["boolean", None],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="neither")],
+    }
+
     def __init__(
         self,
         *,
@@ -317,8 +359,6 @@ class LogisticFusion(DecisionFusion):
     def _features(self, X: np.ndarray) -> np.ndarray:
         if self.features == "proba":
             return X
-        if self.features != "log":
-            raise ValueError(f"features must be 'proba' or 'log', got {self.features!r}")
         k = self.n_models_ * len(self.classes_)
         return np.hstack([np.log(np.clip(X[:, :k], _EPS, 1)), X[:, k:]])
 

@@ -17,10 +17,12 @@ Training keeps the epoch with the best macro-F1 on a stratified ``val_fraction``
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from numbers import Integral, Real
+from typing import Any, ClassVar, cast
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from prodcat.fusion._torch import (
@@ -110,6 +112,23 @@ class FeatureFusion(ClassifierMixin, BaseEstimator):
     classes_, block_names_ (or None), block_sizes_, mean_, scale_, net_, best_epoch_, val_score_.
     """
 
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "combine": [StrOptions(set(COMBINES))],
+        "block_sizes": ["array-like", None],
+        "proj_dim": [Interval(Integral, 1, None, closed="left")],
+        "hidden": [Interval(Integral, 1, None, closed="left")],
+        "dropout": [Interval(Real, 0, 1, closed="left")],
+        "epochs": [Interval(Integral, 1, None, closed="left")],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "val_fraction": [Interval(Real, 0, 1, closed="left")],
+        "standardize": ["boolean"],
+        "seed": [Integral],
+        "n_threads": [Interval(Integral, 1, None, closed="left"), None],
+        "classes": ["array-like", None],
+    }
+
     def __init__(
         self,
         *,
@@ -162,9 +181,11 @@ class FeatureFusion(ClassifierMixin, BaseEstimator):
             self.scale_ = np.where(sd > 1e-6, sd, 1.0).astype(np.float32)
         return ((Z - self.mean_) / self.scale_).astype(np.float32)
 
+    def check_params(self) -> None:
+        """Check types and ranges of the parameters without fitting (``fit`` runs it first)."""
+        self._validate_params()
+
     def _new_net(self) -> Any:
-        if self.combine not in COMBINES:
-            raise ValueError(f"combine must be one of {COMBINES}, got {self.combine!r}")
         return _make_net(
             self.block_sizes_,
             len(self.classes_),
@@ -178,6 +199,7 @@ class FeatureFusion(ClassifierMixin, BaseEstimator):
         """Fit on embedding blocks ``X`` (n rows in total) and labels ``y`` (n,). Returns self."""
         import torch
 
+        self.check_params()
         y = np.asarray(y)
         self.classes_ = np.unique(y) if self.classes is None else np.asarray(list(self.classes))
         pos = {c: i for i, c in enumerate(self.classes_.tolist())}

@@ -10,10 +10,12 @@ scikit-learn object is rebuilt); in the fitting session scikit-learn's faster Cy
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from numbers import Integral, Real
+from typing import Any, ClassVar
 
 import numpy as np
 from scipy.special import expit, softmax
+from sklearn.utils._param_validation import Interval
 
 from prodcat.fusion.decision import DecisionFusion
 
@@ -106,6 +108,20 @@ class GBDTFusion(DecisionFusion):
         iterations without improvement of the log-loss.
     seed : random state (validation split). classes, n_models, n_extra : block structure.
     """
+
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        **DecisionFusion._parameter_constraints,
+        "add_mean": ["boolean"],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "max_leaf_nodes": [Interval(Integral, 2, None, closed="left")],
+        "min_samples_leaf": [Interval(Integral, 1, None, closed="left")],
+        "l2_regularization": [Interval(Real, 0, None, closed="left")],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "seed": [Integral],
+    }
 
     def __init__(
         self,

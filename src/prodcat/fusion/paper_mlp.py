@@ -11,9 +11,11 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from typing import Any, cast
+from numbers import Integral, Real
+from typing import Any, ClassVar, cast
 
 import numpy as np
+from sklearn.utils._param_validation import Interval, StrOptions
 from tqdm.auto import tqdm
 
 from prodcat.ensemble import majority_vote
@@ -113,6 +115,22 @@ class PaperMLPFusion(DecisionFusion):
     ``predict_proba(X).argmax(1)`` on a few rows where a minority of confident nets outweighs the majority.
     """
 
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        **DecisionFusion._parameter_constraints,
+        "n_layers": [Interval(Integral, 1, 2, closed="both")],
+        "hidden": [Interval(Integral, 1, None, closed="left")],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "epochs": [Interval(Integral, 1, None, closed="left")],
+        "n_splits": [Interval(Integral, 2, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "inputs": [StrOptions({"proba", "log"})],
+        "voting": [StrOptions({"hard", "soft"})],
+        "seed": [Integral],
+        "n_threads": [Interval(Integral, 1, None, closed="left"), None],
+        "progress": ["boolean"],
+    }
+
     def __init__(
         self,
         *,
@@ -151,22 +169,16 @@ class PaperMLPFusion(DecisionFusion):
     def _inputs(self, X: np.ndarray) -> np.ndarray:
         if self.inputs == "proba":
             return X.astype(np.float32)
-        if self.inputs != "log":
-            raise ValueError(f"inputs must be 'proba' or 'log', got {self.inputs!r}")
         k = self.n_models_ * len(self.classes_)
         return np.hstack([np.log(np.clip(X[:, :k], _EPS, 1)), X[:, k:]]).astype(np.float32)
 
     def _sizes(self, d: int) -> list[int]:
-        if self.n_layers not in (1, 2):
-            raise ValueError(f"n_layers must be 1 or 2, got {self.n_layers}")
         C = len(self.classes_)
         return [d, C] if self.n_layers == 1 else [d, self.hidden, C]
 
     def _fit(self, X: np.ndarray, codes: np.ndarray, sample_weight: np.ndarray | None) -> None:
         import torch
 
-        if self.voting not in ("hard", "soft"):
-            raise ValueError(f"voting must be 'hard' or 'soft', got {self.voting!r}")
         Z = torch.as_tensor(self._inputs(X))
         y = torch.as_tensor(codes)
         sw = (
