@@ -352,3 +352,21 @@ def test_lite_extra_stages_add_pooled_stage_features_before_the_head(sources: li
     for bad in (-1, 8, 1.5, "3"):
         with pytest.raises(ValueError, match="extra_stages"):
             EfficientNetLiteEmbedder(extra_stages=bad)
+
+
+def test_fit_adapts_a_copy_of_a_passed_embedder_object(tmp_path: Path) -> None:
+    """Regression: fitting with ``embedder=<an embedder object>`` and ``aspect="auto"`` changed the caller's
+    object in place (scikit-learn's rule: ``fit`` never alters a parameter), so reusing it for another catalog
+    kept the first catalog's box."""
+    from prodcat.models import EmbeddingClassifier
+
+    rows = [
+        {"image": str(_solid(tmp_path / f"{c}{i}.jpg", rgb, (60, 80))), "label": c}
+        for c, rgb in {"red": (220, 20, 20), "blue": (20, 20, 220)}.items()
+        for i in range(3)
+    ]
+    X = pd.DataFrame(rows)
+    mine = TinyImageEmbedder(aspect="auto", progress=False)
+    clf = EmbeddingClassifier(embedder=mine, column="image", progress=False).fit(X, X["label"])
+    assert clf.embedder_.input_shape == (32, 24) and clf.embedder_ is not mine
+    assert mine.aspect == "auto" and mine.input_shape == (32, 32)

@@ -11,6 +11,7 @@ is not used to train the head and is predicted as the class prior of the trainin
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
@@ -253,6 +254,9 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
         sw = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
         self.embedder_adapted_: dict[str, Any] = {}
         self.embedder_, self.modality_ = self._build_embedder()
+        if callable(getattr(self.embedder_, "adapt", None)) and self.embedder_ is self.embedder:
+            # adapt a copy: fit leaves an embedder object passed in as it was
+            self.embedder_ = copy.copy(self.embedder_)
         adapt = getattr(self.embedder_, "adapt", None)
         if callable(adapt):  # e.g. the image input box follows the catalog's photo shape
             items = [it for column in self._columns() for it in self._items(X, column)]
