@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -307,6 +308,14 @@ def test_every_cheap_model_saves_as_a_compact_archive(
             r"image model 'embed:nope': unknown image-embedder 'nope'",
         ),
         ({"text_models": [{"name": "tfidf", "params": {"Cc": 1}}]}, r"text model 'tfidf': .*'Cc'"),
+        (
+            {"text_models": [{"name": "tfidf", "params": {"C": -1}}]},
+            r"text model 'tfidf': The 'C' parameter of LogisticRegression must be a float in the range",
+        ),
+        (
+            {"text_models": [{"name": "tfidf", "params": {"char_ngram_range": [5, 2]}}]},
+            r"text model 'tfidf': char_ngram_range must be \(min_n, max_n\)",
+        ),
         ({"fusion": {"method": "meen"}}, r"fusion 'meen': unknown fusion"),
         (
             {"fusion": {"method": "mean", "params": {"pooling": "cubic"}}},
@@ -340,10 +349,28 @@ def test_config_errors_fail_before_any_model_is_trained(
     assert calls == []
 
 
-def test_fit_time_parameter_errors_name_the_model(catalog: pd.DataFrame) -> None:
-    bad_text = {**TINY, "text_models": [{"name": "tfidf", "params": {"C": -1}}]}
-    with pytest.raises(ValueError, match=r"text model 'tfidf': .*'C' parameter"):
-        train(catalog, TrainConfig.model_validate(bad_text), progress=False)
+def test_fit_time_errors_name_the_model(catalog: pd.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ValueError a model raises only when fitted (after its parameters passed the up-front check) is
+    prefixed with the model's name."""
+    from prodcat.text.models import TfidfTextClassifier
+
+    def fail(self: Any, *a: Any, **k: Any) -> Any:
+        raise ValueError("the solver gave up")
+
+    monkeypatch.setattr(TfidfTextClassifier, "fit", fail)
+    with pytest.raises(ValueError, match=r"text model 'tfidf': .*the solver gave up"):
+        train(catalog, TrainConfig.model_validate({**TINY, "cache_dir": None}), progress=False)
+
+
+def test_tfidf_takes_ngram_ranges_from_yaml_lists(catalog: pd.DataFrame) -> None:
+    """Regression: a YAML config gives ``word_ngram_range: [1, 3]`` as a list, which scikit-learn's vectorizer
+    refused ("must be an instance of 'tuple'") only when the model was fitted."""
+    from prodcat.text.models import TfidfTextClassifier
+
+    est = TfidfTextClassifier(word_ngram_range=[1, 3], char_ngram_range=[3, 4])  # type: ignore[arg-type]
+    est.check_params()
+    est.fit(catalog, catalog["label"])
+    assert est.word_.ngram_range == (1, 3) and est.predict(catalog).shape == (len(catalog),)
 
 
 def test_too_few_products_for_the_noise_folds_with_a_fusion_holdout(catalog: pd.DataFrame) -> None:

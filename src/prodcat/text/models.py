@@ -26,6 +26,12 @@ from prodcat.registry import register
 from prodcat.text.clean import clean_text
 
 
+def _pair(value: Any) -> tuple[int, int]:
+    """An n-gram range as the tuple scikit-learn requires (a YAML config gives a list)."""
+    lo, hi = value
+    return int(lo), int(hi)
+
+
 @register("text-model", "tfidf")
 class TfidfTextClassifier(ClassifierMixin, BaseEstimator):
     """Word and character n-gram TF-IDF on cleaned ``title - description`` + multinomial logistic regression.
@@ -83,6 +89,41 @@ class TfidfTextClassifier(ClassifierMixin, BaseEstimator):
     def _features(self, texts: list[str]) -> sp.csr_matrix:
         return sp.hstack([self.word_.transform(texts), self.char_.transform(texts)], format="csr")
 
+    def _vectorizers(self, min_df: int) -> tuple[TfidfVectorizer, TfidfVectorizer]:
+        common = {
+            "lowercase": True,
+            "sublinear_tf": True,
+            "min_df": min_df,
+            "max_features": self.max_features,
+            "dtype": np.float32,
+        }
+        word = TfidfVectorizer(
+            analyzer="word", ngram_range=_pair(self.word_ngram_range), token_pattern=r"(?u)\b\w+\b", **common
+        )
+        return word, TfidfVectorizer(analyzer="char_wb", ngram_range=_pair(self.char_ngram_range), **common)
+
+    def _linear(self) -> LogisticRegression:
+        return LogisticRegression(
+            C=self.C, class_weight=self.class_weight, max_iter=self.max_iter, random_state=self.random_state
+        )
+
+    def check_params(self) -> None:
+        """Check the vectorizer and logistic-regression settings without fitting (scikit-learn's parameter
+        validation; a ``ValueError`` naming the parameter). The pipeline runs it before training any model."""
+        if not isinstance(self.column, str) or not self.column:
+            raise ValueError(f"column must be 'text' or a column name, got {self.column!r}")
+        for name in ("word_ngram_range", "char_ngram_range"):
+            value = getattr(self, name)
+            if not (
+                isinstance(value, tuple | list)
+                and len(value) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+                and 1 <= value[0] <= value[1]
+            ):
+                raise ValueError(f"{name} must be (min_n, max_n) with 1 <= min_n <= max_n, got {value!r}")
+        for part in (*self._vectorizers(self.min_df), self._linear()):
+            part._validate_params()
+
     def fit(self, X: Any, y: Any, sample_weight: np.ndarray | None = None) -> TfidfTextClassifier:
         """Fit both vectorizers and the linear model on rows with text. ``X``: catalog DataFrame (n rows)."""
         y = np.asarray(y)
@@ -92,18 +133,7 @@ class TfidfTextClassifier(ClassifierMixin, BaseEstimator):
         has = np.array([bool(t) for t in texts])
         kept = [t for t, h in zip(texts, has, strict=True) if h]
         # A tiny training set may have no n-gram reaching min_df: fall back to min_df=1 rather than fail.
-        min_df = self.min_df if len(kept) >= 10 * self.min_df else 1
-        common = {
-            "lowercase": True,
-            "sublinear_tf": True,
-            "min_df": min_df,
-            "max_features": self.max_features,
-            "dtype": np.float32,
-        }
-        self.word_ = TfidfVectorizer(
-            analyzer="word", ngram_range=self.word_ngram_range, token_pattern=r"(?u)\b\w+\b", **common
-        )
-        self.char_ = TfidfVectorizer(analyzer="char_wb", ngram_range=self.char_ngram_range, **common)
+        self.word_, self.char_ = self._vectorizers(self.min_df if len(kept) >= 10 * self.min_df else 1)
         for vectorizer in (self.word_, self.char_):
             vectorizer.fit(kept or [""])
             # sklearn stores numpy int64 column indices; skops would save each as its own array (a 20k-term
@@ -112,12 +142,7 @@ class TfidfTextClassifier(ClassifierMixin, BaseEstimator):
         self.linear_ = None
         if len(np.unique(y[has])) >= 2:
             sw = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)[has]
-            self.linear_ = LogisticRegression(
-                C=self.C,
-                class_weight=self.class_weight,
-                max_iter=self.max_iter,
-                random_state=self.random_state,
-            ).fit(self._features(kept), y[has], sample_weight=sw)
+            self.linear_ = self._linear().fit(self._features(kept), y[has], sample_weight=sw)
         self.only_class_ = y[has][0] if has.any() and self.linear_ is None else None
         return self
 
