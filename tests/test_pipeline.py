@@ -149,6 +149,17 @@ def test_builtin_configs_name_registered_models() -> None:
             assert build_model(spec, modality="image", cache_dir=None, seed=0) is not None
 
 
+def test_accurate_is_the_default_with_the_native_image_box() -> None:
+    """The two built-in CPU configs differ only in the image input size (the benchmark notes compare them)."""
+    accurate, default = load_config("accurate"), load_config("default")
+    assert accurate.model_dump(exclude={"image_models"}) == default.model_dump(exclude={"image_models"})
+    (acc,), (dft,) = accurate.image_models, default.image_models
+    assert acc.name == dft.name and acc.params["embedder_params"] == {
+        **dft.params["embedder_params"],
+        "image_size": 224,
+    }
+
+
 def test_warm_training_reuses_fits_and_gives_the_same_model(
     catalog: pd.DataFrame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
