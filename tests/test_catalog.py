@@ -34,6 +34,29 @@ def test_csv_with_relative_images_and_html(tmp_path: Path) -> None:
     assert product_text(df).tolist() == ["Mug & cup - Tasse en céramique", "Lampe"]
 
 
+def test_rows_without_an_image_and_image_urls_are_reported_apart(tmp_path: Path) -> None:
+    """Regression: a row naming no image was counted as a missing *file*, and an image URL was joined under the
+    catalog's folder as a path (reported as a missing file, with no hint that URLs are not fetched)."""
+    p = _write(
+        tmp_path,
+        "id,title,image,label\n"
+        "1,Mug,img/gone.jpg,mugs\n"
+        "2,Lampe,,lamps\n"
+        "3,Vase,https://cdn.example.com/v.jpg,vases\n",
+    )
+    df, report = read_catalog(p)
+    assert df["image"].iloc[2] == "https://cdn.example.com/v.jpg"
+    assert (report.missing_image, report.no_image, report.image_urls) == (["1"], ["2"], ["3"])
+    lines = "\n".join(report.summary_lines())
+    assert "1 image files missing" in lines and "1 products name no image" in lines
+    assert "1 image URLs not fetched" in lines and "download the images" in lines
+    assert summarize(df, progress=False)["images_unreadable"] == {
+        "1": "missing file",
+        "2": "no image given",
+        "3": "URL not fetched",
+    }
+
+
 def test_tsv_and_parquet_with_column_mapping(tmp_path: Path) -> None:
     raw = pd.DataFrame({"sku": ["a", "b"], "name": ["x", "y"], "extra": ["e1", "e2"], "cat": [10, 20]})
     raw.to_csv(tmp_path / "c.tsv", sep="\t", index=False)

@@ -66,6 +66,13 @@ def test_missing_file_and_folder(tmp_path: Path) -> None:
     _check_failed(decode_image(tmp_path), "missing file")
 
 
+@pytest.mark.parametrize("url", ["https://cdn.example.com/a.jpg", " HTTP://x/y.png", "s3://bucket/key.jpg"])
+def test_urls_are_named_not_fetched(url: str) -> None:
+    """Catalogs often hold image URLs; prodcat never fetches them and says so (was reported as a missing file)."""
+    _check_failed(decode_image(url), "URL not fetched")
+    assert probe_image(url)[2] == "URL not fetched"
+
+
 def test_zero_byte_file_and_bytes(tmp_path: Path) -> None:
     (tmp_path / "empty.jpg").write_bytes(b"")
     _check_failed(decode_image(tmp_path / "empty.jpg"), "zero-byte file")

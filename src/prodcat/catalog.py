@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from prodcat.image.decode import is_url
 from prodcat.text.clean import clean_text, join_texts
 
 SCHEMA = ("id", "title", "description", "image", "label")
@@ -49,7 +50,9 @@ class ReadReport:
 
     source: str
     n_rows: int = 0
-    missing_image: list[str] = field(default_factory=list)
+    missing_image: list[str] = field(default_factory=list)  # an image path is given, no file is there
+    no_image: list[str] = field(default_factory=list)  # the row names no image
+    image_urls: list[str] = field(default_factory=list)  # the row names a URL, which is not fetched
     empty_text: list[str] = field(default_factory=list)
     no_image_column: bool = False
     warnings: list[str] = field(default_factory=list)
@@ -58,10 +61,20 @@ class ReadReport:
         lines = [f"{self.n_rows} products read from {self.source}"]
         if self.no_image_column:
             lines.append("no image column: text-only catalog")
-        elif self.missing_image:
-            lines.append(
-                f"{len(self.missing_image)} image files missing (kept, text only): {_some(self.missing_image)}"
-            )
+        else:
+            if self.missing_image:
+                lines.append(
+                    f"{len(self.missing_image)} image files missing (kept, text only): {_some(self.missing_image)}"
+                )
+            if self.no_image:
+                lines.append(
+                    f"{len(self.no_image)} products name no image (kept, text only): {_some(self.no_image)}"
+                )
+            if self.image_urls:
+                lines.append(
+                    f"{len(self.image_urls)} image URLs not fetched (kept, text only; prodcat reads local image "
+                    f"files: download the images and put their paths in the image column): {_some(self.image_urls)}"
+                )
         if self.empty_text:
             lines.append(
                 f"{len(self.empty_text)} products with empty text (kept, image only): {_some(self.empty_text)}"
@@ -195,6 +208,9 @@ def _resolve_images(paths: pd.Series, base_dir: Path | None) -> list[str | None]
         if not isinstance(p, str) or not p.strip():
             out.append(None)
             continue
+        if is_url(p):  # kept as given (never fetched); reported by the reader
+            out.append(p.strip())
+            continue
         q = Path(p.strip()).expanduser()
         if not q.is_absolute() and base_dir is not None:
             q = base_dir / q
@@ -219,8 +235,14 @@ def _validate(df: pd.DataFrame, source: Path, *, has_label: bool, no_image_colum
     empty = (df["title"] == "") & (df["description"] == "")
     report.empty_text = df.loc[empty, "id"].tolist()
     if not no_image_column:
-        exists = [isinstance(p, str) and Path(p).is_file() for p in df["image"]]
-        report.missing_image = df.loc[~np.asarray(exists), "id"].tolist()
+        named = np.array([isinstance(p, str) for p in df["image"]], dtype=bool)
+        url = np.array([is_url(p) for p in df["image"]], dtype=bool)
+        exists = np.array(
+            [bool(n and not u and Path(p).is_file()) for p, n, u in zip(df["image"], named, url, strict=True)]
+        )
+        report.no_image = df.loc[~named, "id"].tolist()
+        report.image_urls = df.loc[url, "id"].tolist()
+        report.missing_image = df.loc[named & ~url & ~exists, "id"].tolist()
     return report
 
 

@@ -9,6 +9,7 @@ What it handles, and the ``reason`` recorded when it gives up:
 input                                       result
 ==========================================  ====================================================
 path that does not exist / is a folder      ``None``, ``"missing file"``
+URL (``http://``, ``https://``, ``s3://``)  ``None``, ``"URL not fetched"`` (prodcat reads local files only)
 ``None`` / ``""`` / NaN source              ``None``, ``"no image"``
 file or bytes of length 0                   ``None``, ``"zero-byte file"``
 bytes that no decoder recognises            ``None``, ``"not an image"`` (e.g. text named .jpg)
@@ -68,6 +69,16 @@ class DecodedImage:
         return self.image is not None
 
 
+#: Image sources that name a remote object, which prodcat never fetches (no network access at run time).
+URL_PREFIXES = ("http://", "https://", "ftp://", "s3://", "gs://", "az://")
+URL_REASON = "URL not fetched"
+
+
+def is_url(source: Any) -> bool:
+    """Whether ``source`` is a string naming a remote image (``http://...``, ``s3://...``)."""
+    return isinstance(source, str) and source.strip().lower().startswith(URL_PREFIXES)
+
+
 def _is_blank(source: Any) -> bool:
     if source is None:
         return True
@@ -83,6 +94,8 @@ def _open_stream(source: Any) -> tuple[IO[bytes] | None, str | None]:
     if isinstance(source, bytes | bytearray | memoryview):
         data = bytes(source)
         return (io.BytesIO(data), None) if data else (None, "zero-byte file")
+    if is_url(source):
+        return None, URL_REASON
     path = Path(os.fspath(source))
     try:
         if not path.is_file():
