@@ -382,6 +382,7 @@ def test_tfidf_takes_ngram_ranges_from_yaml_lists(catalog: pd.DataFrame) -> None
     est.check_params()
     est.fit(catalog, catalog["label"])
     assert est.word_.ngram_range == (1, 3) and est.predict(catalog).shape == (len(catalog),)
+    TfidfTextClassifier(word_ngram_range=(np.int64(1), np.int64(2))).check_params()  # numpy ints too
 
 
 def test_too_few_products_for_the_noise_folds_with_a_fusion_holdout(catalog: pd.DataFrame) -> None:

@@ -254,13 +254,11 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
         sw = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
         self.embedder_adapted_: dict[str, Any] = {}
         self.embedder_, self.modality_ = self._build_embedder()
-        if callable(getattr(self.embedder_, "adapt", None)) and self.embedder_ is self.embedder:
-            # adapt a copy: fit leaves an embedder object passed in as it was
-            self.embedder_ = copy.copy(self.embedder_)
-        adapt = getattr(self.embedder_, "adapt", None)
-        if callable(adapt):  # e.g. the image input box follows the catalog's photo shape
+        if callable(getattr(self.embedder_, "adapt", None)):  # e.g. the image box follows the photos' shape
+            if self.embedder_ is self.embedder:  # adapt a copy: leave an embedder object passed in as it was
+                self.embedder_ = copy.copy(self.embedder_)
             items = [it for column in self._columns() for it in self._items(X, column)]
-            self.embedder_adapted_ = dict(adapt(items))
+            self.embedder_adapted_ = dict(self.embedder_.adapt(items))
         self.classes_ = np.unique(y)
         self.prior_ = class_prior(y, self.classes_, sw)
         Z, ok = self.embed(X)

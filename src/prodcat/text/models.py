@@ -11,6 +11,7 @@ and give the training class prior to rows without text.
 
 from __future__ import annotations
 
+from numbers import Integral
 from typing import Any
 
 import numpy as np
@@ -117,7 +118,7 @@ class TfidfTextClassifier(ClassifierMixin, BaseEstimator):
             if not (
                 isinstance(value, tuple | list)
                 and len(value) == 2
-                and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+                and all(isinstance(v, Integral) and not isinstance(v, bool) for v in value)
                 and 1 <= value[0] <= value[1]
             ):
                 raise ValueError(f"{name} must be (min_n, max_n) with 1 <= min_n <= max_n, got {value!r}")
