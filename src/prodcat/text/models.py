@@ -27,9 +27,15 @@ from prodcat.registry import register
 from prodcat.text.clean import clean_text
 
 
-def _pair(value: Any) -> tuple[int, int]:
-    """An n-gram range as the tuple scikit-learn requires (a YAML config gives a list)."""
-    lo, hi = value
+def _pair(name: str, value: Any) -> tuple[int, int]:
+    """An n-gram range as the tuple scikit-learn requires (a YAML config gives a list), checked."""
+    try:
+        lo, hi = value
+        ok = all(isinstance(v, Integral) and not isinstance(v, bool) for v in (lo, hi)) and 1 <= lo <= hi
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} must be (min_n, max_n) with 1 <= min_n <= max_n, got {value!r}")
     return int(lo), int(hi)
 
 
@@ -99,9 +105,14 @@ class TfidfTextClassifier(ClassifierMixin, BaseEstimator):
             "dtype": np.float32,
         }
         word = TfidfVectorizer(
-            analyzer="word", ngram_range=_pair(self.word_ngram_range), token_pattern=r"(?u)\b\w+\b", **common
+            analyzer="word",
+            ngram_range=_pair("word_ngram_range", self.word_ngram_range),
+            token_pattern=r"(?u)\b\w+\b",
+            **common,
         )
-        return word, TfidfVectorizer(analyzer="char_wb", ngram_range=_pair(self.char_ngram_range), **common)
+        return word, TfidfVectorizer(
+            analyzer="char_wb", ngram_range=_pair("char_ngram_range", self.char_ngram_range), **common
+        )
 
     def _linear(self) -> LogisticRegression:
         return LogisticRegression(
@@ -113,15 +124,6 @@ class TfidfTextClassifier(ClassifierMixin, BaseEstimator):
         validation; a ``ValueError`` naming the parameter). The pipeline runs it before training any model."""
         if not isinstance(self.column, str) or not self.column:
             raise ValueError(f"column must be 'text' or a column name, got {self.column!r}")
-        for name in ("word_ngram_range", "char_ngram_range"):
-            value = getattr(self, name)
-            if not (
-                isinstance(value, tuple | list)
-                and len(value) == 2
-                and all(isinstance(v, Integral) and not isinstance(v, bool) for v in value)
-                and 1 <= value[0] <= value[1]
-            ):
-                raise ValueError(f"{name} must be (min_n, max_n) with 1 <= min_n <= max_n, got {value!r}")
         for part in (*self._vectorizers(self.min_df), self._linear()):
             part._validate_params()
 
