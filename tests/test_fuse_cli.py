@@ -100,25 +100,25 @@ def test_fuser_applies_to_a_folder_with_a_superset_or_subset_of_models(tmp_path:
     result = runner.invoke(
         app, ["predict", str(tmp_path / "fz"), str(lacking), "--out", str(tmp_path / "q.csv")]
     )
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "needs models" in result.output and "image_b" in result.output
 
 
 def test_clear_errors(tmp_path: Path) -> None:
     data = _folder(tmp_path / "val")
     result = runner.invoke(app, ["train", str(data), "--out", str(tmp_path / "f"), "--method", "magic"])
-    assert result.exit_code == 1 and "unknown method 'magic'" in result.output
+    assert result.exit_code == 2 and "unknown method 'magic'" in result.output
     result = runner.invoke(
         app, ["train", str(data), "--out", str(tmp_path / "f"), "--method", "mean", "-p", "x=1"]
     )
-    assert result.exit_code == 1 and "no option(s) ['x']" in result.output
+    assert result.exit_code == 2 and "no option(s) ['x']" in result.output
     np.save(data / "logits.npy", np.random.default_rng(0).normal(size=(160, 4)))
     result = runner.invoke(app, ["train", str(data), "--out", str(tmp_path / "f"), "--models", "logits"])
-    assert result.exit_code == 1 and "softmax" in result.output
+    assert result.exit_code == 2 and "softmax" in result.output
     result = runner.invoke(
         app, ["evaluate", str(tmp_path / "nothing"), str(data), "--out", str(tmp_path / "e")]
     )
-    assert result.exit_code == 1 and "not a fuser folder" in result.output
+    assert result.exit_code == 2 and "not a fuser folder" in result.output
 
 
 def test_table1_command(tmp_path: Path) -> None:

@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
 from prodcat import registry
+from prodcat.image.backbones import build_backbone
 from prodcat.image.dcl import destruct, identity_coords, rcm_permutation
 from prodcat.image.finetune import ImageFineTuneClassifier, augment, eval_view
-from prodcat.image.models import build_backbone
 
 torch = pytest.importorskip("torch")
 

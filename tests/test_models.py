@@ -11,14 +11,8 @@ from hypothesis import strategies as st
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 
-from prodcat.models import (
-    EmbeddingClassifier,
-    available_cores,
-    catalog_text,
-    class_prior,
-    expand_proba,
-    make_head,
-)
+from prodcat.missing import class_prior, expand_proba
+from prodcat.models import EmbeddingClassifier, catalog_text, make_head
 
 WORDS = {
     "shoes": ["sneaker", "running", "lace", "sole", "trainer"],
@@ -170,7 +164,3 @@ def test_expand_proba_orders_and_fills() -> None:
     )
     np.testing.assert_allclose(out, [[0.0, 0.25, 0.0, 0.75]])
     assert out.dtype == np.float64
-
-
-def test_available_cores() -> None:
-    assert available_cores() >= 1

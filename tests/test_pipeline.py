@@ -12,7 +12,8 @@ from pydantic import ValidationError
 from prodcat.bundle import BundleError, load_bundle, load_model, save_bundle
 from prodcat.catalog import read_catalog
 from prodcat.config import TrainConfig, build_model, load_config
-from prodcat.pipeline import TrainedModel, train
+from prodcat.model import TrainedModel
+from prodcat.pipeline import train
 from prodcat.predict import batch_predict
 
 TINY = {

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from sklearn.base import clone
 from sklearn.metrics import f1_score
 
-from prodcat.models import EmbeddingClassifier, class_prior
+from prodcat.missing import class_prior
+from prodcat.models import EmbeddingClassifier
 from prodcat.oof import oof_predict_proba
 from prodcat.registry import available, create
 from prodcat.text.models import TfidfTextClassifier

@@ -27,7 +27,7 @@ import numpy as np
 
 from prodcat import __version__
 from prodcat.config import TrainConfig
-from prodcat.pipeline import TrainedModel
+from prodcat.model import TrainedModel
 from prodcat.safe_io import UnsafeContentError, dumps_estimator, loads_estimator
 
 FORMAT = "prodcat-bundle"

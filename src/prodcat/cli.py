@@ -6,11 +6,21 @@ Heavy imports happen inside commands so ``prodcat --help`` stays fast.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from prodcat import __version__
+from prodcat.commands.common import (
+    CatalogArg,
+    Encoding,
+    IdCol,
+    ImageCol,
+    LabelCol,
+    TextCols,
+    column_options,
+    read_catalog_or_fail,
+)
 
 app = typer.Typer(
     name="prodcat",
@@ -19,50 +29,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-CatalogArg = Annotated[
-    Path, typer.Argument(help="Catalog file (.csv/.tsv/.parquet) or Rakuten challenge folder.")
-]
-TextCols = Annotated[
-    str | None,
-    typer.Option(
-        "--text-columns",
-        help="Comma-separated text columns: the first is the title, the rest the description.",
-    ),
-]
-LabelCol = Annotated[
-    str | None, typer.Option("--label-column", help="Label column (default: label/prdtypecode/...).")
-]
-ImageCol = Annotated[
-    str | None, typer.Option("--image-column", help="Image path column, relative to the catalog.")
-]
-IdCol = Annotated[str | None, typer.Option("--id-column", help="Unique product id column.")]
-Encoding = Annotated[
-    str | None, typer.Option("--encoding", help="Text encoding of CSV/TSV files (default UTF-8).")
-]
-
-
-def column_options(
-    text_columns: str | None,
-    label_column: str | None,
-    image_column: str | None,
-    id_column: str | None,
-    encoding: str | None,
-) -> dict[str, Any]:
-    """Reader keyword arguments from the shared column flags."""
-    return {
-        "text_columns": [c.strip() for c in text_columns.split(",") if c.strip()] if text_columns else None,
-        "label_column": label_column,
-        "image_column": image_column,
-        "id_column": id_column,
-        "encoding": encoding,
-    }
-
-
-def fail(message: str) -> typer.Exit:
-    """Print an error in red to stderr and return the Exit to raise."""
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    return typer.Exit(code=2)
 
 
 @app.callback(invoke_without_command=True)
@@ -89,18 +55,10 @@ def inspect(
     top: Annotated[int, typer.Option(help="How many classes to list.")] = 60,
 ) -> None:
     """Read a catalog and print a summary: rows, classes with counts, missing text/images, image sizes."""
-    from prodcat.catalog import CatalogError, read_catalog, summarize
+    from prodcat.catalog import summarize
 
-    try:
-        df, report = read_catalog(
-            catalog,
-            split=split,
-            **column_options(text_columns, label_column, image_column, id_column, encoding),
-        )
-    except CatalogError as e:
-        raise fail(str(e)) from None
-    for line in report.summary_lines():
-        typer.echo(line)
+    columns = column_options(text_columns, label_column, image_column, id_column, encoding)
+    df = read_catalog_or_fail(catalog, columns, split=split, require_label=False)
     s = summarize(df, decode=decode)
     typer.echo(f"rows: {s['rows']}   labelled: {s['labelled']}   classes: {s['classes']}")
     counts = s["class_counts"]
@@ -142,7 +100,7 @@ def demo(
 
 
 def _register() -> None:
-    """Attach the sub-command modules (imported here: they import this module for the shared options)."""
+    """Attach the sub-command modules (their shared options live in :mod:`prodcat.commands.common`)."""
     from prodcat.commands import audit, fuse, model, serve
 
     app.command()(model.train)

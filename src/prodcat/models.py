@@ -27,6 +27,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from prodcat import registry
 from prodcat.cache import cached_embed
+from prodcat.missing import MissingModalityMixin
 from prodcat.text.clean import clean_text, join_texts
 
 
@@ -43,33 +44,6 @@ class Embedder(Protocol):
     dim: int
 
     def embed(self, items: Sequence[Any]) -> Any: ...
-
-
-def available_cores() -> int:
-    """CPU cores this process may run on (its affinity mask), at least 1."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def class_prior(y: Any, classes: np.ndarray, sample_weight: np.ndarray | None = None) -> np.ndarray:
-    """(C,) weighted class frequencies of ``y`` in ``classes`` order (sums to 1)."""
-    y = np.asarray(y)
-    w = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
-    pos = np.searchsorted(classes, y)
-    counts = np.bincount(pos, weights=w, minlength=len(classes)).astype(np.float64)
-    total = counts.sum()
-    return counts / total if total > 0 else np.full(len(classes), 1.0 / len(classes))
-
-
-def expand_proba(proba: np.ndarray, model_classes: np.ndarray, classes: np.ndarray) -> np.ndarray:
-    """Place columns of ``proba`` (n, len(model_classes)) into ``classes`` order (absent classes get 0) and
-    renormalise rows in float64."""
-    out = np.zeros((proba.shape[0], len(classes)), dtype=np.float64)
-    out[:, np.searchsorted(classes, model_classes)] = proba
-    total = out.sum(axis=1, keepdims=True)  # float32 heads drift ~1e-7 from 1
-    return out / np.where(total > 0, total, 1.0)
 
 
 def make_head(
@@ -122,7 +96,7 @@ def catalog_text(X: pd.DataFrame) -> list[str]:
     return [join_texts(clean_text(t), clean_text(d)) for t, d in zip(titles, descs, strict=True)]
 
 
-class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
+class EmbeddingClassifier(MissingModalityMixin, ClassifierMixin, BaseEstimator):
     """Frozen embedder + trained head on one or more catalog columns.
 
     Parameters
@@ -259,8 +233,7 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
                 self.embedder_ = copy.copy(self.embedder_)
             items = [it for column in self._columns() for it in self._items(X, column)]
             self.embedder_adapted_ = dict(self.embedder_.adapt(items))
-        self.classes_ = np.unique(y)
-        self.prior_ = class_prior(y, self.classes_, sw)
+        self._fit_prior(y, sw)
         Z, ok = self.embed(X)
         self.n_features_embedded_ = Z.shape[1]
         self.head_ = None
@@ -271,7 +244,7 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
             )
             self.head_ = fit_head(head, Z[ok], y[ok], None if sw is None else sw[ok])
         # With items of one class only, that class is certain for any row with an item.
-        self.only_class_ = seen[0] if len(seen) == 1 else None
+        self.only_class_ = self._only_class(seen)
         return self
 
     def predict_proba(self, X: Any) -> np.ndarray:
@@ -283,19 +256,5 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
         undecodable, the row holds ``prior_``), from one embedding pass."""
         check_is_fitted(self, "classes_")
         Z, ok = self.embed(X)
-        proba = np.tile(self.prior_, (len(Z), 1))
-        if self.head_ is not None and ok.any():
-            proba[ok] = expand_proba(self.head_.predict_proba(Z[ok]), self.head_.classes_, self.classes_)
-        elif self.only_class_ is not None and ok.any():
-            proba[ok] = (self.classes_ == self.only_class_).astype(np.float64)
-        return proba, ok
-
-    def predict(self, X: Any) -> np.ndarray:
-        """(n,) most probable labels."""
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
-
-    def __sklearn_tags__(self) -> Any:
-        tags = super().__sklearn_tags__()
-        tags.input_tags.two_d_array = False
-        tags.input_tags.string = True
-        return tags
+        rows = np.flatnonzero(ok)
+        return self._head_proba(len(Z), rows, self.head_, Z[rows]), ok

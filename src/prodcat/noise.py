@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from prodcat.probability import check_probabilities
+
 # cleanlab's `filter_by` options (cleanlab.filter.find_label_issues).
 FILTERS: tuple[str, ...] = (
     "prune_by_noise_rate",
@@ -39,7 +41,6 @@ FILTERS: tuple[str, ...] = (
 # cleanlab's label quality scores (cleanlab.rank.get_label_quality_scores `method`); low = suspicious.
 RANKINGS: tuple[str, ...] = ("self_confidence", "normalized_margin", "confidence_weighted_entropy")
 POLICIES: tuple[str, ...] = ("top-fraction", "all", "downweight", "none")
-_SUM_TOLERANCE = 1e-2
 
 
 @dataclass(frozen=True)
@@ -88,22 +89,12 @@ def encode_labels(labels: Sequence[Any] | np.ndarray, classes: Sequence[Any] | n
 
 
 def check_proba(pred_probs: np.ndarray, n_rows: int | None = None) -> np.ndarray:
-    """Validate (n, C) probabilities and return them as float64 rows renormalised to sum to 1.
-
-    Rows must be finite, non-negative and sum to 1 within 1e-2 (float32 model outputs drift slightly).
-    """
-    p = np.asarray(pred_probs, dtype=np.float64)
-    if p.ndim != 2 or p.shape[1] < 2:
+    """(n, C >= 2) probabilities as float64 rows renormalised to sum to 1 (cleanlab's input), checked by
+    :func:`prodcat.probability.check_probabilities`."""
+    p = check_probabilities(pred_probs, name="pred_probs", n_rows=n_rows, renormalise=True)
+    if p.shape[1] < 2:
         raise ValueError(f"pred_probs must be (n, C) with C >= 2, got shape {p.shape}")
-    if n_rows is not None and p.shape[0] != n_rows:
-        raise ValueError(f"pred_probs has {p.shape[0]} rows for {n_rows} labels")
-    if not np.isfinite(p).all() or (p < 0).any():
-        raise ValueError("pred_probs must be finite and non-negative")
-    sums = p.sum(axis=1)
-    bad = np.flatnonzero(np.abs(sums - 1.0) > _SUM_TOLERANCE)
-    if bad.size:
-        raise ValueError(f"pred_probs rows must sum to 1; row {bad[0]} sums to {sums[bad[0]]:.4f}")
-    return p / sums[:, None]
+    return p
 
 
 def present_classes(given: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -20,7 +20,6 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -28,47 +27,12 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from prodcat.config import ModelSpec, TrainConfig, build_fuser, build_model
-from prodcat.evaluate import bootstrap_ci
+from prodcat.model import TrainedModel, evaluate_models
 from prodcat.oof import align_proba, oof_predict_proba
 from prodcat.safe_io import UnsafeContentError, dumps_estimator, loads_estimator
 from prodcat.splits import holdout_split, smallest_class
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainedModel:
-    """A trained prodcat model: modality models (name, role, estimator), the fuser and what was measured."""
-
-    classes: np.ndarray
-    models: list[tuple[str, str, Any]]  # (name, "text" | "image", fitted estimator)
-    fuser: Any
-    config: TrainConfig
-    metrics: dict[str, Any] = field(default_factory=dict)
-
-    def model_probas(self, df: pd.DataFrame) -> list[np.ndarray]:
-        """Each modality model's (n, C) probabilities in ``classes`` order."""
-        return self.model_probas_with_masks(df)[0]
-
-    def model_probas_with_masks(self, df: pd.DataFrame) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
-        """:meth:`model_probas` and, per model, the ``(n,)`` mask of rows it had an input for (``None`` when the
-        model does not report one: only embedding models do)."""
-        probas, masks = [], []
-        for _, _, est in self.models:
-            with_mask = getattr(est, "predict_proba_with_mask", None)
-            proba, mask = with_mask(df) if with_mask is not None else (est.predict_proba(df), None)
-            probas.append(align_proba(proba, est.classes_, self.classes))
-            masks.append(mask)
-        return probas, masks
-
-    def predict_proba(self, df: pd.DataFrame) -> np.ndarray:
-        """(n, C) fused probabilities in ``classes`` order."""
-        fused = self.fuser.predict_proba(np.hstack(self.model_probas(df)))
-        return align_proba(fused, self.fuser.classes_, self.classes)
-
-    def predict(self, df: pd.DataFrame) -> np.ndarray:
-        """(n,) fused labels; follows the fuser's own ``predict`` (majority vote for ``paper-mlp``)."""
-        return np.asarray(self.fuser.predict(np.hstack(self.model_probas(df))))
 
 
 def _log(progress: bool, msg: str) -> None:
@@ -198,33 +162,6 @@ def _fit_fuser(fuser: Any, X: np.ndarray, y: np.ndarray, config: TrainConfig) ->
         encode,
         decode,
     )
-
-
-def _score(y: np.ndarray, proba: np.ndarray, classes: np.ndarray, seed: int) -> dict[str, Any]:
-    return score_labels(y, classes[proba.argmax(axis=1)], seed=seed)
-
-
-def score_labels(y: np.ndarray, pred: np.ndarray, *, seed: int = 0) -> dict[str, Any]:
-    """``{"macro_f1", "macro_f1_ci": [low, high] (95% bootstrap), "n"}`` of predicted labels."""
-    ci = bootstrap_ci(y, pred, seed=seed)
-    return {"macro_f1": float(ci.value), "macro_f1_ci": [ci.low, ci.high], "n": len(y)}
-
-
-def evaluate_models(model: TrainedModel, df: pd.DataFrame, y: np.ndarray) -> dict[str, Any]:
-    """Macro-F1 (+95% bootstrap CI) of every model, the best model of each modality, and the fusion on ``df``."""
-    probas = model.model_probas(df)
-    seed = model.config.seed
-    per_model = {
-        f"{role}:{name}": _score(y, p, model.classes, seed)
-        for (name, role, _), p in zip(model.models, probas, strict=True)
-    }
-    per_modality: dict[str, Any] = {}
-    for role in ("text", "image"):
-        scores = [s["macro_f1"] for k, s in per_model.items() if k.startswith(role + ":")]
-        per_modality[role] = max(scores) if scores else None
-    fused = score_labels(y, model.predict(df), seed=seed)
-    per_modality["fusion"] = fused["macro_f1"]
-    return {**fused, "per_modality": per_modality, "per_model": per_model}
 
 
 def _check_folds(y_all: np.ndarray, y_train: np.ndarray, config: TrainConfig) -> None:

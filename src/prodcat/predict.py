@@ -15,8 +15,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from prodcat.ensemble import labels_and_proba
+from prodcat.model import TrainedModel
 from prodcat.oof import align_proba
-from prodcat.pipeline import TrainedModel
 from prodcat.text.clean import clean_text
 
 OUTPUT_FORMATS = (".csv", ".parquet")
@@ -27,7 +27,7 @@ class Predictor:
 
     Parameters
     ----------
-    model : the loaded :class:`~prodcat.pipeline.TrainedModel`.
+    model : the loaded :class:`~prodcat.model.TrainedModel`.
     manifest : the bundle manifest (exposed, trimmed, as ``metadata``).
     cache_dir : embedding cache for prediction; None (default) computes embeddings without storing them.
     """

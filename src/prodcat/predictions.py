@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from prodcat.fusion.decision import check_probabilities
+from prodcat.probability import check_probabilities
 
 LABEL_COLUMNS = ("label", "prdtypecode")
 SEP = "/"  # probability column = f"{model}{SEP}{class}"
@@ -142,7 +142,7 @@ def _labels_to_str(index: pd.DataFrame, column: str | None) -> pd.DataFrame:
     return index
 
 
-def check_outputs(outputs: ModelOutputs, *, atol: float = 1e-3) -> ModelOutputs:
+def check_outputs(outputs: ModelOutputs) -> ModelOutputs:
     """Validate shapes, classes and probabilities of every model (see module docstring); returns ``outputs``."""
     where = outputs.source or "model outputs"
     if len(set(outputs.classes)) != len(outputs.classes):
@@ -156,7 +156,7 @@ def check_outputs(outputs: ModelOutputs, *, atol: float = 1e-3) -> ModelOutputs:
                 f"{len(outputs.classes)} classes) to match the index and classes"
             )
         try:
-            check_probabilities(P, name=f"{where}: model {name!r}", atol=atol)
+            check_probabilities(P, name=f"{where}: model {name!r}")
         except ValueError as err:
             raise ModelOutputsError(str(err)) from None
     return outputs
@@ -230,7 +230,6 @@ def read_model_outputs(
     *,
     models: Sequence[str] | None = None,
     label_column: str | None = None,
-    atol: float = 1e-3,
 ) -> ModelOutputs:
     """Read a model-outputs folder or table (see module docstring), only ``models`` when given, and check it.
 
@@ -245,7 +244,7 @@ def read_model_outputs(
         out = outputs_from_table(_read_table_file(p), models=models, label_column=label_column, source=str(p))
     else:
         raise ModelOutputsError(f"{p}: no such folder or file")
-    return check_outputs(out, atol=atol)
+    return check_outputs(out)
 
 
 def outputs_to_table(outputs: ModelOutputs) -> pd.DataFrame:

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from prodcat.evaluate import confusion_figure, per_class_report, save_figure, table1
-from prodcat.pipeline import TrainedModel, evaluate_models
+from prodcat.model import TrainedModel, evaluate_models
 
 
 def evaluate_to_dir(

@@ -25,6 +25,17 @@ import numpy as np
 import pandas as pd
 import typer
 
+from prodcat.commands.common import (
+    Encoding,
+    IdCol,
+    ImageCol,
+    LabelCol,
+    TextCols,
+    column_options,
+    fail,
+    read_catalog_or_fail,
+)
+
 app = typer.Typer(help="Label-noise audit (confident learning).", no_args_is_help=True, add_completion=False)
 
 MODALITIES = ("text", "image")
@@ -54,11 +65,6 @@ Folds = Annotated[int, typer.Option(help="Folds for out-of-fold probabilities (t
 Thumbs = Annotated[
     str, typer.Option(help="Review-page images: copy (thumbs/ folder), embed (base64) or none.")
 ]
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    return typer.Exit(code=2)
 
 
 def build_models(
@@ -228,13 +234,11 @@ def audit(
             "folder of out-of-sample probabilities (index.csv with product ids), instead of the default models."
         ),
     ] = None,
-    text_columns: Annotated[
-        str | None, typer.Option(help="Comma-separated text columns (title first).")
-    ] = None,
-    label_column: Annotated[str | None, typer.Option(help="Label column.")] = None,
-    image_column: Annotated[str | None, typer.Option(help="Image path column.")] = None,
-    id_column: Annotated[str | None, typer.Option(help="Product id column.")] = None,
-    encoding: Annotated[str | None, typer.Option(help="CSV/TSV text encoding.")] = None,
+    text_columns: TextCols = None,
+    label_column: LabelCol = None,
+    image_column: ImageCol = None,
+    id_column: IdCol = None,
+    encoding: Encoding = None,
     text_model: Annotated[str, typer.Option(help="Registered text model (text-model registry).")] = "tfidf",
     image_embedder: Annotated[str, typer.Option(help="Registered image embedder for the image model.")] = (
         "efficientnet-lite0"
@@ -263,20 +267,8 @@ def audit(
     seed: Annotated[int, typer.Option(help="Seed of the folds and models.")] = 42,
 ) -> None:
     """Find products that are probably filed in the wrong category, with a review page of their images."""
-    from prodcat.catalog import CatalogError, read_catalog
-
-    try:
-        df, _ = read_catalog(
-            catalog,
-            text_columns=text_columns.split(",") if text_columns else None,
-            label_column=label_column,
-            image_column=image_column,
-            id_column=id_column,
-            encoding=encoding,
-            require_label=True,
-        )
-    except CatalogError as e:
-        raise _fail(str(e)) from None
+    columns = column_options(text_columns, label_column, image_column, id_column, encoding)
+    df = read_catalog_or_fail(catalog, columns, require_label=True, echo=False)
     labels = df["label"].astype(str).to_numpy()
     classes = np.unique(labels)
     typer.echo(f"{len(df)} products, {len(classes)} classes")
@@ -315,7 +307,7 @@ def audit(
             title=f"Label audit: {catalog.resolve().parent.name}/{catalog.name}",
         )
     except (OSError, ValueError, KeyError, RuntimeError) as e:
-        raise _fail(str(e)) from None
+        raise fail(str(e)) from None
 
 
 def _catalog_probas_from_outputs(
@@ -386,4 +378,4 @@ def audit_probs(
             title=f"Label audit: {pred_dir.name}",
         )
     except (OSError, ValueError) as e:
-        raise _fail(str(e)) from None
+        raise fail(str(e)) from None

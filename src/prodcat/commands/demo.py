@@ -9,6 +9,7 @@ from typing import Any
 import typer
 
 from prodcat.catalog import read_catalog, summarize
+from prodcat.commands.model import print_summary
 from prodcat.demo import DemoSpec, make_demo_catalog
 
 BANNER = (
@@ -50,8 +51,6 @@ def run_demo(out: Path, *, n_per_class: int = 60, seed: int = 0, config: str | N
     typer.secho("\n== train", bold=True)
     model = train(df, load_config(config))
     save_bundle(model, out / "model")
-    from prodcat.commands.model import print_summary
-
     print_summary(model.metrics)
     flips = df["label"] != df["true_label"]
     typer.echo(f"model written to {out / 'model'}  ({int(flips.sum())} labels were flipped on purpose)")

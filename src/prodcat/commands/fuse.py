@@ -18,6 +18,8 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
+from prodcat.commands.common import fail
+
 app = typer.Typer(
     help="Decision-level fusion of model outputs (the paper's late fusion).", no_args_is_help=True
 )
@@ -32,17 +34,12 @@ LabelCol = Annotated[
 ]
 
 
-def _fail(message: str) -> typer.Exit:
-    typer.secho(f"Error: {message}", fg=typer.colors.RED, err=True)
-    return typer.Exit(code=1)
-
-
 def _parse_params(items: list[str] | None) -> dict[str, Any]:
     params: dict[str, Any] = {}
     for item in items or []:
         key, eq, value = item.partition("=")
         if not eq or not key:
-            raise _fail(f"--param expects key=value, got {item!r}")
+            raise fail(f"--param expects key=value, got {item!r}")
         try:
             params[key.strip()] = json.loads(value)
         except json.JSONDecodeError:
@@ -63,7 +60,7 @@ def _build(
     from prodcat.registry import available, create
 
     if method not in available("fusion"):
-        raise _fail(f"unknown method {method!r}; available: {', '.join(available('fusion'))}")
+        raise fail(f"unknown method {method!r}; available: {', '.join(available('fusion'))}")
     accepted = set(create("fusion", method).get_params(deep=False)) | (
         {"members"} if method == "ensemble" else set()
     )
@@ -76,11 +73,11 @@ def _build(
         structure["progress"] = progress
     unknown = sorted(set(params) - accepted) if method != "ensemble" else []
     if unknown:
-        raise _fail(f"{method} has no option(s) {unknown}; options: {', '.join(sorted(accepted))}")
+        raise fail(f"{method} has no option(s) {unknown}; options: {', '.join(sorted(accepted))}")
     try:
         return create("fusion", method, **{**structure, **params})
     except (TypeError, ValueError) as err:
-        raise _fail(f"cannot build {method}: {err}") from None
+        raise fail(f"cannot build {method}: {err}") from None
 
 
 def _read(path: Path, *, models: list[str] | None = None, label_col: str | None = None) -> Any:
@@ -89,7 +86,7 @@ def _read(path: Path, *, models: list[str] | None = None, label_col: str | None 
     try:
         return read_model_outputs(path, models=models, label_column=label_col)
     except ModelOutputsError as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
 
 
 def _load(path: Path) -> Any:
@@ -98,7 +95,7 @@ def _load(path: Path) -> Any:
     try:
         return load_fuser(path)
     except (ModelOutputsError, ValueError, KeyError) as err:
-        raise _fail(f"cannot load fuser from {path}: {err}") from None
+        raise fail(f"cannot load fuser from {path}: {err}") from None
 
 
 @app.command()
@@ -129,7 +126,7 @@ def train(
     try:
         y = outputs.require_labels()
     except ModelOutputsError as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     names = outputs.models
     X = outputs.stack(names)
     C = len(outputs.classes)
@@ -149,14 +146,14 @@ def train(
         try:
             res = oof_predict_proba(est, X, y, n_splits=cv, seed=seed, refit=False, desc=f"{cv}-fold CV")
         except ValueError as err:
-            raise _fail(f"--cv {cv}: {err}") from None
+            raise fail(f"--cv {cv}: {err}") from None
         oof = macro_f1(y, res.classes[res.proba.argmax(1)])
         manifest["cv"] = {"n_splits": cv, "seed": seed, "oof_macro_f1": oof}
         typer.echo(f"{'fused (' + method + ')':>24s}  macro-F1 {oof:.4f}  ({cv}-fold out-of-fold estimate)")
     try:
         est.fit(X, y)
     except ValueError as err:
-        raise _fail(f"fitting {method} failed: {err}") from None
+        raise fail(f"fitting {method} failed: {err}") from None
     fused = macro_f1(y, est.predict(X))
     manifest["train_macro_f1"] = fused
     typer.echo(
@@ -188,7 +185,7 @@ def evaluate(
         y = outputs.require_labels()
         pred = fuser.predict(outputs)
     except ModelOutputsError as err:
-        raise _fail(f"{err}") from None
+        raise fail(f"{err}") from None
     classes = np.asarray(fuser.classes, dtype=object)
     ci = bootstrap_ci(y, pred, n_boot=n_boot, seed=seed, labels=fuser.classes)
     inputs: dict[str, dict[str, Any]] = {}
@@ -244,13 +241,13 @@ def predict(
         proba = fuser.predict_proba(outputs)
         pred = fuser.predict(outputs)
     except ModelOutputsError as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     table = predictions_table(outputs, proba, fuser.classes)
     table["prediction"] = pred  # the fuser's own decision (a vote for paper-mlp / ensembles)
     try:
         write_table(table, out)
     except ValueError as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     typer.echo(f"wrote {len(table)} predictions to {out}")
 
 
@@ -301,7 +298,7 @@ def table(
     try:
         y = outputs.require_labels()
     except ModelOutputsError as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     classes = np.asarray(outputs.classes, dtype=object)
     X = outputs.stack([text, image])
     C = len(classes)
@@ -313,13 +310,13 @@ def table(
         blocks = {p.stem: np.load(p, allow_pickle=False) for p in sorted(Path(embeddings).glob("*.npy"))}
         bad = {k: v.shape for k, v in blocks.items() if v.ndim != 2 or len(v) != outputs.n}
         if not blocks or bad:
-            raise _fail(
+            raise fail(
                 f"{embeddings}: need <modality>.npy arrays of shape ({outputs.n}, d); got {bad or 'none'}"
             )
         try:
             feat = create("fusion", feature_method, classes=outputs.classes)
         except KeyError as err:
-            raise _fail(str(err)) from None
+            raise fail(str(err)) from None
         rows["feature-level fusion"] = _cv_predict(
             feat, blocks, y, n_splits=folds, seed=seed, desc=feature_method
         )

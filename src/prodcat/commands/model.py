@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from prodcat.cli import (
+from prodcat.commands.common import (
     CatalogArg,
     Encoding,
     IdCol,
@@ -17,21 +17,11 @@ from prodcat.cli import (
     LabelCol,
     TextCols,
     fail,
+    read_catalog_or_fail,
+    split_columns,
 )
 
 ModelDir = Annotated[Path, typer.Argument(help="Model bundle folder written by `prodcat train`.")]
-
-
-def _read(catalog: Path, columns: dict[str, Any], *, split: str = "train", require_label: bool) -> Any:
-    from prodcat.catalog import CatalogError, read_catalog
-
-    try:
-        df, report = read_catalog(catalog, split=split, require_label=require_label, **columns)
-    except CatalogError as e:
-        raise fail(str(e)) from None
-    for line in report.summary_lines():
-        typer.echo(line)
-    return df
 
 
 def train(
@@ -73,7 +63,7 @@ def train(
         "n_folds": n_folds,
         "validation_fraction": validation_fraction,
         "seed": seed,
-        "columns.text_columns": [c.strip() for c in text_columns.split(",")] if text_columns else None,
+        "columns.text_columns": split_columns(text_columns),
         "columns.label_column": label_column,
         "columns.image_column": image_column,
         "columns.id_column": id_column,
@@ -85,7 +75,7 @@ def train(
         raise fail(f"config: {e}") from None
     if no_cache:
         cfg.cache_dir = None
-    df = _read(catalog, cfg.columns.model_dump(), require_label=True)
+    df = read_catalog_or_fail(catalog, cfg.columns.model_dump(), require_label=True)
     try:
         model = run_training(df, cfg)
     except (ValueError, KeyError, ImportError) as e:
@@ -135,7 +125,9 @@ def evaluate(
     except BundleError as e:
         raise fail(str(e)) from None
     columns = manifest.get("input_schema", {}).get("columns", {})
-    df = _read(catalog, columns if isinstance(columns, dict) else {}, split=split, require_label=True)
+    df = read_catalog_or_fail(
+        catalog, columns if isinstance(columns, dict) else {}, split=split, require_label=True
+    )
     metrics = evaluate_to_dir(model, df, out, title=str(catalog))
     lo, hi = metrics["macro_f1_ci"]
     typer.echo(f"macro-F1 {metrics['macro_f1']:.4f} [{lo:.4f}, {hi:.4f}] on {metrics['n']} products")
@@ -166,7 +158,7 @@ def predict(
         raise fail(str(e)) from None
     columns = predictor.model.config.columns.model_dump()
     columns["label_column"] = None if columns.get("label_column") is None else columns["label_column"]
-    df = _read(catalog, columns, split=split, require_label=False)
+    df = read_catalog_or_fail(catalog, columns, split=split, require_label=False)
     warm_up(predictor)  # encoders load here, so "seconds" below is the prediction itself
     t0 = time.perf_counter()
     counts = batch_predict(predictor, df, out, chunk_size=chunk_size, top_k=top_k)

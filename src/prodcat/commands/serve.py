@@ -11,12 +11,9 @@ from typing import Annotated
 
 import typer
 
+from prodcat.commands.common import fail
+
 MiB = 1024 * 1024
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    return typer.Exit(code=2)
 
 
 def serve(
@@ -83,11 +80,11 @@ def serve(
         )
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise _fail(f"invalid server option: {problems}") from None
+        raise fail(f"invalid server option: {problems}") from None
     try:
         predictor: Predictor | None = load_predictor(model_dir)
     except Exception as exc:  # the bundle loader's errors already say what is wrong (checksum, version, ...)
-        raise _fail(f"cannot load the model bundle {model_dir}: {exc}") from None
+        raise fail(f"cannot load the model bundle {model_dir}: {exc}") from None
     assert predictor is not None
     name = predictor.metadata.get("name") or model_dir.name
     typer.echo(

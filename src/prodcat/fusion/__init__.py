@@ -23,10 +23,11 @@ from typing import Any
 import numpy as np
 
 from prodcat.ensemble import VotingEnsemble
-from prodcat.fusion.decision import DecisionFusion, LogisticFusion, MeanFusion, check_probabilities
+from prodcat.fusion.decision import DecisionFusion, LogisticFusion, MeanFusion
 from prodcat.fusion.feature import FeatureFusion
 from prodcat.fusion.gbdt import GBDTFusion
 from prodcat.fusion.paper_mlp import PaperMLPFusion
+from prodcat.probability import check_probabilities
 from prodcat.registry import create, register
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""Small torch helpers shared by the neural fusers: thread limits, a seeded training loop that keeps the best
+"""Small torch helpers shared by the neural fusers: a seeded training loop that keeps the best
 epoch by validation macro-F1, and (de)serialisation of module weights as plain numpy arrays.
 
 torch is imported inside the functions so that ``import prodcat.fusion`` stays light.
@@ -6,28 +6,12 @@ torch is imported inside the functions so that ``import prodcat.fusion`` stays l
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from prodcat.evaluate import macro_f1
-
-
-@contextmanager
-def torch_threads(n_threads: int | None) -> Iterator[None]:
-    """Run the block with ``torch.set_num_threads(n_threads)`` (no change when None), then restore."""
-    import torch
-
-    old = torch.get_num_threads()
-    if n_threads:
-        torch.set_num_threads(n_threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 @dataclass

@@ -24,32 +24,9 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from prodcat.evaluate import macro_f1
+from prodcat.probability import check_probabilities
 
 _EPS = 1e-6  # probability floor before taking logs
-
-
-def check_probabilities(P: np.ndarray, *, name: str = "input", atol: float = 1e-3) -> None:
-    """Raise ``ValueError`` unless ``P`` (n, C) holds finite probabilities in [0, 1] whose rows sum to 1.
-
-    The message says which check failed and suggests a softmax when the values look like logits.
-    """
-    if P.ndim != 2:
-        raise ValueError(f"{name}: expected a 2-D (n, C) probability array, got shape {P.shape}")
-    if P.size == 0:
-        return
-    if not np.isfinite(P).all():
-        raise ValueError(f"{name}: contains NaN or infinite values")
-    lo, hi = float(P.min()), float(P.max())
-    sums = P.sum(1)
-    dev = float(np.abs(sums - 1).max())
-    if lo < -atol or hi > 1 + atol or dev > atol:
-        hint = (
-            "these look like logits or scores: apply a softmax first" if lo < -atol or hi > 1 + atol else ""
-        )
-        hint = hint or "rows must sum to 1: renormalise them (or apply a softmax to scores)"
-        raise ValueError(
-            f"{name}: not probabilities (min {lo:.4g}, max {hi:.4g}, largest |row sum - 1| {dev:.3g}); {hint}"
-        )
 
 
 class DecisionFusion(ClassifierMixin, BaseEstimator):

@@ -29,10 +29,10 @@ from prodcat.fusion._torch import (
     arrays_to_state,
     predict_softmax,
     state_to_arrays,
-    torch_threads,
     train_net,
 )
 from prodcat.splits import holdout_split
+from prodcat.threads import torch_threads
 
 COMBINES = ("concat", "sum", "attention")
 

@@ -20,9 +20,9 @@ from tqdm.auto import tqdm
 
 from prodcat.ensemble import majority_vote
 from prodcat.evaluate import macro_f1
-from prodcat.fusion._torch import torch_threads
 from prodcat.fusion.decision import _EPS, DecisionFusion
 from prodcat.splits import kfold_indices
+from prodcat.threads import torch_threads
 
 
 def _init_params(K: int, sizes: list[int], seed: int) -> list[Any]:

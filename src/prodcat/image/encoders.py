@@ -29,12 +29,12 @@ from tqdm.auto import tqdm
 from prodcat.image.decode import decode_image, probe_image, to_rgb
 from prodcat.image.onnx_export import (
     EXPORT_VERSION,
-    available_cpus,
     cache_key,
     cached_onnx_session,
     file_sha256,
 )
 from prodcat.registry import register
+from prodcat.threads import available_cpus, torch_threads
 
 _FITS = ("pad", "crop", "stretch")
 ASPECT_RANGE = (1 / 3, 3.0)  # widest and tallest input box an aspect ratio may ask for
@@ -395,14 +395,9 @@ class EfficientNetLiteEmbedder(ImageEmbedder):
             return runner.run(None, {"images": np.ascontiguousarray(batch)})[0]
         import torch
 
-        threads = torch.get_num_threads()
-        torch.set_num_threads(self.threads or available_cpus())
-        try:
-            with torch.inference_mode():
-                features: torch.Tensor = runner(torch.from_numpy(batch))
-                return features.numpy()
-        finally:
-            torch.set_num_threads(threads)
+        with torch_threads(self.threads or available_cpus()), torch.inference_mode():
+            features: torch.Tensor = runner(torch.from_numpy(batch))
+            return features.numpy()
 
     @property
     def fingerprint(self) -> str:

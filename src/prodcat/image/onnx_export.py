@@ -21,18 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from prodcat.cache import default_cache_dir
+from prodcat.threads import available_cpus
 
 # Bump when the exported graph changes for the same weights (pre-processing inside the graph, pooling...).
 EXPORT_VERSION = 1
 OPSET = 17
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on (respects affinity masks / container cpusets)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # macOS, Windows
-        return max(1, os.cpu_count() or 1)
 
 
 def file_sha256(path: str | Path, *, chunk: int = 1 << 20) -> str:

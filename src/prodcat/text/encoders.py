@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from prodcat.models import available_cores
 from prodcat.registry import register
+from prodcat.threads import available_cpus
 
 
 def _version(dist: str) -> str:
@@ -53,7 +53,7 @@ class _TextEncoder:
 
     @property
     def n_threads(self) -> int:
-        return max(1, self.threads or available_cores())
+        return max(1, self.threads or available_cpus())
 
     @property
     def fingerprint(self) -> str:

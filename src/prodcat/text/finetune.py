@@ -16,19 +16,20 @@ from __future__ import annotations
 
 import copy
 import math
-from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
+from scipy.special import softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.metrics import f1_score
 from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
-from prodcat.models import available_cores, class_prior, expand_proba
+from prodcat.evaluate import macro_f1
+from prodcat.missing import MissingModalityMixin
 from prodcat.splits import holdout_split
 from prodcat.text.clean import clean_text
+from prodcat.threads import available_cpus, torch_threads
 
 _LAZY: dict[str, type] = {}
 
@@ -67,18 +68,6 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-@contextmanager
-def _torch_threads(n: int) -> Any:
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 class _Tokens(NamedTuple):
     ids: list[list[int]]  # per row, variable length
     types: list[list[int]] | None  # segment ids, only for backbones that use them
@@ -88,7 +77,7 @@ def _column(X: pd.DataFrame, name: str) -> list[str]:
     return [clean_text(t) for t in X[name]] if name in X else [""] * len(X)
 
 
-class HFTextClassifier(ClassifierMixin, BaseEstimator):
+class HFTextClassifier(MissingModalityMixin, ClassifierMixin, BaseEstimator):
     """Fine-tune a local Hugging Face encoder on (title, description) pairs; sklearn classifier contract.
 
     Parameters
@@ -229,10 +218,8 @@ class HFTextClassifier(ClassifierMixin, BaseEstimator):
         import torch.nn.functional as F
         from transformers import AutoModel, AutoTokenizer
 
-        y = np.asarray(y)
+        y = self._fit_prior(y, sample_weight)
         w = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
-        self.classes_ = np.unique(y)
-        self.prior_ = class_prior(y, self.classes_, sample_weight)
         self.device_ = torch.device(
             "cuda"
             if self.device == "auto" and torch.cuda.is_available()
@@ -259,7 +246,7 @@ class HFTextClassifier(ClassifierMixin, BaseEstimator):
         opt, sched = self._optimizer(max(1, steps_per_epoch * self.epochs))
         self.history_: list[dict[str, float]] = []
         best_f1, best_state = -1.0, None
-        with _torch_threads(self.threads or available_cores()):
+        with torch_threads(self.threads or available_cpus()):
             for epoch in range(self.epochs):
                 self.model_.train()
                 order = rng.permutation(tr)
@@ -287,7 +274,7 @@ class HFTextClassifier(ClassifierMixin, BaseEstimator):
                 record = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else float("nan")}
                 if len(va):
                     pred = self._logits(tokens, va).argmax(axis=1)
-                    record["val_macro_f1"] = float(f1_score(target[va], pred, average="macro"))
+                    record["val_macro_f1"] = macro_f1(target[va], pred)
                 self.history_.append(record)
                 score = record.get("val_macro_f1", float(epoch))
                 if score > best_f1:
@@ -318,14 +305,8 @@ class HFTextClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "model_")
         tokens = self._encode(*self._pairs(X))
         has_text = np.flatnonzero([len(r) > 0 for r in tokens.ids])
-        proba = np.tile(self.prior_, (len(tokens.ids), 1))
-        if has_text.size:
-            with _torch_threads(self.threads or available_cores()):
-                logits = self._logits(tokens, has_text)
-            e = np.exp(logits - logits.max(axis=1, keepdims=True))
-            proba[has_text] = expand_proba(e / e.sum(axis=1, keepdims=True), self.classes_, self.classes_)
-        return proba
-
-    def predict(self, X: Any) -> np.ndarray:
-        """(n,) most probable labels."""
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        if not has_text.size:
+            return self._proba_with_prior(len(tokens.ids), has_text, None)
+        with torch_threads(self.threads or available_cpus()):
+            logits = self._logits(tokens, has_text)
+        return self._proba_with_prior(len(tokens.ids), has_text, softmax(logits, axis=1))

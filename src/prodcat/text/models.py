@@ -22,7 +22,8 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils.validation import check_is_fitted
 
-from prodcat.models import EmbeddingClassifier, catalog_text, class_prior, expand_proba
+from prodcat.missing import MissingModalityMixin
+from prodcat.models import EmbeddingClassifier, catalog_text
 from prodcat.registry import register
 from prodcat.text.clean import clean_text
 
@@ -40,7 +41,7 @@ def _pair(name: str, value: Any) -> tuple[int, int]:
 
 
 @register("text-model", "tfidf")
-class TfidfTextClassifier(ClassifierMixin, BaseEstimator):
+class TfidfTextClassifier(MissingModalityMixin, ClassifierMixin, BaseEstimator):
     """Word and character n-gram TF-IDF on cleaned ``title - description`` + multinomial logistic regression.
 
     Defaults (C=10, balanced class weights) were chosen on one fold of fashion and of the Rakuten texts: balanced
@@ -129,9 +130,7 @@ class TfidfTextClassifier(ClassifierMixin, BaseEstimator):
 
     def fit(self, X: Any, y: Any, sample_weight: np.ndarray | None = None) -> TfidfTextClassifier:
         """Fit both vectorizers and the linear model on rows with text. ``X``: catalog DataFrame (n rows)."""
-        y = np.asarray(y)
-        self.classes_ = np.unique(y)
-        self.prior_ = class_prior(y, self.classes_, sample_weight)
+        y = self._fit_prior(y, sample_weight)
         texts = self._texts(X)
         has = np.array([bool(t) for t in texts])
         kept = [t for t, h in zip(texts, has, strict=True) if h]
@@ -146,7 +145,7 @@ class TfidfTextClassifier(ClassifierMixin, BaseEstimator):
         if len(np.unique(y[has])) >= 2:
             sw = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)[has]
             self.linear_ = self._linear().fit(self._features(kept), y[has], sample_weight=sw)
-        self.only_class_ = y[has][0] if has.any() and self.linear_ is None else None
+        self.only_class_ = self._only_class(y[has])
         return self
 
     def predict_proba(self, X: Any) -> np.ndarray:
@@ -154,23 +153,8 @@ class TfidfTextClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "classes_")
         texts = self._texts(X)
         has = np.flatnonzero([bool(t) for t in texts])
-        proba = np.tile(self.prior_, (len(texts), 1))
-        if has.size and self.linear_ is not None:
-            feats = self._features([texts[i] for i in has])
-            proba[has] = expand_proba(self.linear_.predict_proba(feats), self.linear_.classes_, self.classes_)
-        elif has.size and self.only_class_ is not None:
-            proba[has] = (self.classes_ == self.only_class_).astype(np.float64)
-        return proba
-
-    def predict(self, X: Any) -> np.ndarray:
-        """(n,) most probable labels."""
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
-
-    def __sklearn_tags__(self) -> Any:
-        tags = super().__sklearn_tags__()
-        tags.input_tags.two_d_array = False
-        tags.input_tags.string = True
-        return tags
+        feats = self._features([texts[i] for i in has]) if has.size and self.linear_ is not None else None
+        return self._head_proba(len(texts), has, self.linear_, feats)
 
 
 @register("text-model", "embed:")

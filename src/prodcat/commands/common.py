@@ -1,0 +1,82 @@
+"""What every ``prodcat`` sub-command shares: the catalog argument, the column options and error handling.
+
+Sub-command modules import from here, never from :mod:`prodcat.cli` (which imports them to wire the app), so the
+import graph has no circle and each ``prodcat.commands.*`` module imports on its own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+#: Exit status of every handled error (bad input, unreadable file, bad config); typer's usage errors use it too.
+EXIT_ERROR = 2
+
+CatalogArg = Annotated[
+    Path, typer.Argument(help="Catalog file (.csv/.tsv/.parquet) or Rakuten challenge folder.")
+]
+TextCols = Annotated[
+    str | None,
+    typer.Option(
+        "--text-columns",
+        help="Comma-separated text columns: the first is the title, the rest the description.",
+    ),
+]
+LabelCol = Annotated[
+    str | None, typer.Option("--label-column", help="Label column (default: label/prdtypecode/...).")
+]
+ImageCol = Annotated[
+    str | None, typer.Option("--image-column", help="Image path column, relative to the catalog.")
+]
+IdCol = Annotated[str | None, typer.Option("--id-column", help="Unique product id column.")]
+Encoding = Annotated[
+    str | None, typer.Option("--encoding", help="Text encoding of CSV/TSV files (default UTF-8).")
+]
+
+
+def split_columns(text_columns: str | None) -> list[str] | None:
+    """``"title, description"`` -> ``["title", "description"]``; ``None`` (or only commas) -> ``None``."""
+    names = [c.strip() for c in text_columns.split(",") if c.strip()] if text_columns else []
+    return names or None
+
+
+def column_options(
+    text_columns: str | None,
+    label_column: str | None,
+    image_column: str | None,
+    id_column: str | None,
+    encoding: str | None,
+) -> dict[str, Any]:
+    """Reader keyword arguments (:func:`prodcat.catalog.read_catalog`) from the shared column flags."""
+    return {
+        "text_columns": split_columns(text_columns),
+        "label_column": label_column,
+        "image_column": image_column,
+        "id_column": id_column,
+        "encoding": encoding,
+    }
+
+
+def fail(message: str) -> typer.Exit:
+    """Print ``error: <message>`` in red to stderr and return the :class:`typer.Exit` to raise."""
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code=EXIT_ERROR)
+
+
+def read_catalog_or_fail(
+    catalog: Path, columns: dict[str, Any], *, split: str = "train", require_label: bool, echo: bool = True
+) -> Any:
+    """The catalog DataFrame of :func:`prodcat.catalog.read_catalog` (its reader report echoed when ``echo``);
+    a :class:`~prodcat.catalog.CatalogError` becomes :func:`fail`."""
+    from prodcat.catalog import CatalogError, read_catalog
+
+    try:
+        df, report = read_catalog(catalog, split=split, require_label=require_label, **columns)
+    except CatalogError as e:
+        raise fail(str(e)) from None
+    if echo:
+        for line in report.summary_lines():
+            typer.echo(line)
+    return df

@@ -1,0 +1,50 @@
+"""The one check that an array holds class probabilities, shared by fusion, model outputs and the label audit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+#: How far a value may leave [0, 1] and a row sum may leave 1. float32 softmax outputs drift ~1e-7 and
+#: probabilities saved with 4 decimals ~1e-4; logits and unnormalised scores are far beyond it.
+PROBA_ATOL = 1e-3
+
+
+def check_probabilities(
+    P: Any, *, name: str = "input", n_rows: int | None = None, renormalise: bool = False
+) -> np.ndarray:
+    """``P`` as a float64 ``(n, C)`` array after checking that it holds class probabilities.
+
+    Every value must be finite and within [0, 1] and every row must sum to 1, both up to :data:`PROBA_ATOL`.
+    ``n_rows`` (optional) is the expected number of rows. With ``renormalise`` the rows are divided by their sums
+    (removing the allowed drift); otherwise the values are returned unchanged.
+
+    Raises ``ValueError`` naming ``name``, the first offending row and what to do (a softmax for values that look
+    like logits or scores, renormalising for rows that do not sum to 1).
+    """
+    p = np.asarray(P, dtype=np.float64)
+    if p.ndim != 2:
+        raise ValueError(f"{name}: expected a 2-D (n, C) probability array, got shape {p.shape}")
+    if n_rows is not None and p.shape[0] != n_rows:
+        raise ValueError(f"{name} has {p.shape[0]} rows for {n_rows} labels")
+    if p.size == 0:
+        return p
+    finite = np.isfinite(p).all(axis=1)
+    if not finite.all():
+        raise ValueError(f"{name}: contains NaN or infinite values (row {int(np.argmin(finite))})")
+    sums = p.sum(axis=1)
+    out_of_range = ((p < -PROBA_ATOL) | (p > 1 + PROBA_ATOL)).any(axis=1)
+    bad = out_of_range | (np.abs(sums - 1) > PROBA_ATOL)
+    if bad.any():
+        row = int(np.argmax(bad))
+        hint = (
+            "these look like logits or scores: apply a softmax first"
+            if out_of_range.any()
+            else "renormalise the rows (or apply a softmax to scores)"
+        )
+        raise ValueError(
+            f"{name}: not probabilities (min {p.min():.4g}, max {p.max():.4g}; row {row} sums to "
+            f"{sums[row]:.4g}): values must be non-negative and at most 1, and rows must sum to 1; {hint}"
+        )
+    return p / sums[:, None] if renormalise else p
