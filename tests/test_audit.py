@@ -4,6 +4,7 @@ import json
 import re
 import shutil
 import subprocess
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -122,10 +123,29 @@ def catalog_with_images(tmp_path: Path, noisy: dict[str, np.ndarray]) -> pd.Data
     )
 
 
-def page_payload(page: str) -> dict[str, object]:
-    m = re.search(r'<script id="data" type="application/json">(.*?)</script>', page, re.S)
-    assert m is not None
-    return json.loads(m.group(1))
+class _Rows(HTMLParser):
+    """The product rows of a rendered page: ``data-id``, the first ``<img src>`` and the visible text."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[dict[str, Any]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "tr" and "data-id" in a:
+            self.rows.append({"id": a["data-id"], "thumb": None, "text": ""})
+        elif tag == "img" and self.rows and self.rows[-1]["thumb"] is None:
+            self.rows[-1]["thumb"] = a.get("src")
+
+    def handle_data(self, data: str) -> None:
+        if self.rows:
+            self.rows[-1]["text"] += data
+
+
+def page_rows(page: str) -> list[dict[str, Any]]:
+    parser = _Rows()
+    parser.feed(page)
+    return parser.rows
 
 
 def test_write_audit_copies_thumbnails_and_escapes_text(tmp_path: Path, noisy: dict[str, np.ndarray]) -> None:
@@ -136,31 +156,31 @@ def test_write_audit_copies_thumbnails_and_escapes_text(tmp_path: Path, noisy: d
     assert len(issues) == res.summary["n_flagged"]
     assert json.loads(paths["summary.json"].read_text())["n_products"] == len(products)
     page = paths["review.html"].read_text(encoding="utf-8")
-    # user text only appears inside the JSON payload, with < and > escaped
-    assert 'onerror="alert(1)"> & co' not in page
-    assert page.count("</script>") == 2
-    rows = page_payload(page)["rows"]
-    assert isinstance(rows, list) and len(rows) == len(issues)
+    # user text is escaped: no markup of its own, the page keeps its single script
+    assert 'onerror="alert(1)"> & co' not in page and "&lt;/script&gt;&lt;img src=x" in page
+    assert page.count("</script>") == 1
+    rows = page_rows(page)
+    assert len(rows) == len(issues)
     for row in rows:
         pos = int(row["id"].split("-")[1])
         if pos % 40 == 0:
             assert row["thumb"] is None
         else:
+            assert row["thumb"] == f"thumbs/{pos}.jpg"
             thumb = tmp_path / "out" / row["thumb"]
-            assert thumb.is_file()
             with Image.open(thumb) as im:  # a real thumbnail, in the product's true colour
                 assert im.format == "JPEG" and max(im.size) <= 128
                 r, g, b = im.convert("RGB").getpixel((im.width // 2, im.height // 2))
                 tr, tg, tb = COLOURS[noisy["true"][pos]]
                 assert abs(r - tr) + abs(g - tg) + abs(b - tb) < 60
-        assert row["title"].startswith("Product ")
+        assert f'Product {pos} </script><img src=x onerror="alert(1)"> & co' in row["text"]
 
 
 def test_embedded_thumbnails_make_one_file(tmp_path: Path, noisy: dict[str, np.ndarray]) -> None:
     res = run(noisy, products=catalog_with_images(tmp_path, noisy))
     paths = write_audit(res, tmp_path / "out", thumbnails="embed", progress=False)
     assert "thumbs" not in paths and not (tmp_path / "out" / "thumbs").exists()
-    rows = page_payload(paths["review.html"].read_text(encoding="utf-8"))["rows"]
+    rows = page_rows(paths["review.html"].read_text(encoding="utf-8"))
     assert any(str(r["thumb"]).startswith("data:image/jpeg;base64,") for r in rows)
 
 
