@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -66,3 +67,48 @@ def test_bad_inputs_are_clear_errors(model_dir: Path, demo_catalog: Path, tmp_pa
         app, ["train", str(demo_catalog), "--out", str(tmp_path / "m"), "--label-column", "nope"]
     )
     assert r.exit_code == 2 and "label column 'nope' not found" in r.output
+
+
+def test_report_on_a_catalog_lacking_classes_agrees_with_itself(
+    model_dir: Path, demo_catalog: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 23: the table, the headline and the intervals use one label set; absent classes are set apart."""
+    import prodcat.report
+
+    demo = pd.read_csv(demo_catalog)
+    dropped = sorted(demo["label"].unique())[:2]
+    part = demo.loc[~demo["label"].isin(dropped)]
+    part.to_csv(demo_catalog.parent / "part.csv", index=False)
+    monkeypatch.setattr(prodcat.report, "MAX_CONFUSION_CLASSES", 3)  # as if the catalog had hundreds
+    result = runner.invoke(
+        app, ["evaluate", str(model_dir), str(demo_catalog.parent / "part.csv"), "-o", str(tmp_path)]
+    )
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert {"macro_f1", "macro_f1_ci", "n", "per_modality", "per_model"} <= set(metrics)
+    ls = metrics["label_set"]
+    assert ls["model_classes_absent_from_data"] == dropped and ls["n_classes_averaged"] == 6
+    table = pd.read_csv(tmp_path / "table.csv", index_col="method")
+    assert table.loc["fusion", "macro_f1"] == pytest.approx(metrics["macro_f1"])
+    assert metrics["per_modality"]["fusion"] == pytest.approx(metrics["macro_f1"])
+    for key, s in metrics["per_model"].items():
+        assert table.loc[key, "macro_f1"] == pytest.approx(s["macro_f1"])
+    assert (table["ci_low"] <= table["macro_f1"]).all() and (table["macro_f1"] <= table["ci_high"]).all()
+    per_class = pd.read_csv(tmp_path / "per_class.csv")
+    assert per_class.loc[per_class["support"] > 0, "f1"].mean() == pytest.approx(metrics["macro_f1"])
+    assert per_class.loc[per_class["class"].isin(dropped), "f1"].isna().all()
+    page = (tmp_path / "report.html").read_text()
+    weakest = page.split('id="classes"')[1].split("</table>")[0]
+    assert not any(
+        f"<td>{c}</td>" in weakest for c in dropped
+    )  # weakest classes only among classes with support
+    assert not (tmp_path / "confusion.png").exists() and "No confusion matrix" in page
+    assert (tmp_path / "per_class_f1.png").is_file() and (tmp_path / "confusions.csv").is_file()
+    # gallery: most confident errors with their thumbnails copied next to the page, never the catalog's paths
+    wrong = pd.read_csv(tmp_path / "predictions.csv").query("label != predicted")
+    if len(wrong):
+        assert "Most confident errors" in page and 'src="thumbs/' in page
+        srcs = re.findall(r'<img[^>]* src="([^"]*)"', page)
+        assert srcs and all(src.startswith(("thumbs/", "data:image/png;base64,")) for src in srcs)
+        top = wrong.sort_values("confidence", ascending=False)["id"].iloc[0]
+        assert f'data-id="{top}"' in page

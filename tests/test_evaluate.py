@@ -15,10 +15,12 @@ from prodcat.evaluate import (
     bootstrap_ci,
     confusion_figure,
     confusion_matrix,
+    f1_figure,
     macro_f1,
     per_class_report,
     save_figure,
     table1,
+    top_confusions,
 )
 
 labels_st = st.lists(st.sampled_from(["a", "b", "c", "d"]), min_size=1, max_size=60)
@@ -30,7 +32,10 @@ def test_macro_f1_matches_sklearn(y: list[str], seed: int) -> None:
     rng = np.random.default_rng(seed)
     t = np.asarray(y)
     p = rng.choice(np.array(["a", "b", "c", "d"]), size=len(t))
-    assert macro_f1(t, p) == pytest.approx(f1_score(t, p, average="macro", zero_division=0))
+    # averaged over the classes present in y_true, whatever else is predicted
+    assert macro_f1(t, p) == pytest.approx(
+        f1_score(t, p, labels=np.unique(t), average="macro", zero_division=0)
+    )
     lab = ["a", "b", "c", "d", "e"]
     assert macro_f1(t, p, labels=lab) == pytest.approx(
         f1_score(t, p, labels=lab, average="macro", zero_division=0)
@@ -85,11 +90,16 @@ def test_per_class_report_matches_sklearn() -> None:
     table = per_class_report(y, pred, labels=["x", "y", "z", "w"])
     p, r, f, s = precision_recall_fscore_support(y, pred, labels=["x", "y", "z", "w"], zero_division=0)
     np.testing.assert_allclose(table["precision"], p)
-    np.testing.assert_allclose(table["recall"], r)
-    np.testing.assert_allclose(table["f1"], f)
+    np.testing.assert_allclose(table["recall"][:3], r[:3])
+    np.testing.assert_allclose(table["f1"][:3], f[:3])
     np.testing.assert_array_equal(table["support"], s)
     assert list(table.columns) == ["class", "precision", "recall", "f1", "support", "predicted"]
     assert table["predicted"].sum() == 200
+    # "w" is predicted but has no product: its F1 is undefined, not 0, and the mean F1 is the macro-F1
+    assert np.isnan(table["f1"].iloc[3]) and np.isnan(table["recall"].iloc[3])
+    assert table["f1"].mean() == pytest.approx(macro_f1(y, pred))
+    default = per_class_report(y, pred)
+    assert default["class"].tolist() == ["x", "y", "z", "w"]  # present classes, then the other predicted ones
 
 
 def test_confusion_matrix_and_figure(tmp_path: Path) -> None:
@@ -124,3 +134,66 @@ def test_table1_orders_rows_and_takes_probabilities() -> None:
     y2 = y.copy()
     y2[0] = "unseen"
     assert table1(y2, {"text alone": proba}, classes=classes, n_boot=10).loc["text alone", "macro_f1"] < 1
+
+
+def _rare_classes_catalog(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The issue-23 setting: 120 classes the model knows, 100 of them in the evaluated catalog with 1-6 products
+    each, about 80% right; errors land on any known class (including the 20 the catalog lacks)."""
+    rng = np.random.default_rng(seed)
+    known = np.array([f"c{i:03d}" for i in range(120)])
+    present = known[:100]
+    y = np.repeat(present, rng.integers(1, 7, size=len(present)))
+    pred = np.where(rng.random(len(y)) < 0.8, y, rng.choice(known, size=len(y)))
+    return y, pred, known
+
+
+def test_one_macro_f1_over_the_classes_of_the_evaluated_labels() -> None:
+    y, pred, known = _rare_classes_catalog()
+    present = np.unique(y)
+    expected = f1_score(y, pred, labels=present, average="macro", zero_division=0)
+    assert macro_f1(y, pred) == pytest.approx(expected)
+    # the table (which knows the model's classes) and the headline give the same figure
+    table = table1(y, {"fusion": pred}, classes=known, reference=None, n_boot=200)
+    assert table.loc["fusion", "macro_f1"] == pytest.approx(expected)
+    assert bootstrap_ci(y, pred, n_boot=200).value == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_every_interval_contains_its_point_estimate_when_classes_are_rare(seed: int) -> None:
+    y, pred, known = _rare_classes_catalog(seed)
+    ci = bootstrap_ci(y, pred, n_boot=300, seed=seed)
+    assert ci.low <= ci.value <= ci.high
+    table = table1(y, {"fusion": pred}, classes=known, reference=None, n_boot=300, seed=seed)
+    row = table.loc["fusion"]
+    assert row["ci_low"] <= row["macro_f1"] <= row["ci_high"]
+
+
+def test_top_confusions_lists_error_pairs_largest_first() -> None:
+    y = np.array(["a"] * 10 + ["b"] * 4 + ["c"] * 2)
+    pred = np.array(["a"] * 6 + ["b"] * 3 + ["z"] + ["a"] * 4 + ["c"] * 2)
+    pairs = top_confusions(y, pred, k=None)
+    assert pairs[["true", "predicted", "count"]].values.tolist() == [
+        ["b", "a", 4],
+        ["a", "b", 3],
+        ["a", "z", 1],
+    ]
+    assert pairs["share_of_true"].tolist() == pytest.approx([1.0, 0.3, 0.1])
+    assert len(top_confusions(y, pred, k=1)) == 1
+    assert top_confusions(y, y).empty
+
+
+def test_f1_figure_has_one_bar_per_class_with_support_weakest_first() -> None:
+    rng = np.random.default_rng(0)
+    classes = np.array([f"class {i}" for i in range(300)])
+    y = rng.choice(classes[:280], 3000)
+    pred = np.where(rng.random(3000) < 0.7, y, rng.choice(classes, 3000))
+    report = per_class_report(y, pred, labels=classes)
+    fig = f1_figure(report)
+    ax = fig.axes[0]
+    assert len(ax.patches) == 280  # the 20 classes without support have no bar
+    at = {round(t.get_position()[1]): t.get_text() for t in ax.get_yticklabels()}
+    widths = [p.get_width() for p in sorted(ax.patches, key=lambda p: -p.get_y())]  # top to bottom
+    assert widths == sorted(widths)
+    expected = report.loc[report["support"] > 0].sort_values(["f1", "support"], kind="stable")
+    assert at[max(at)] == expected["class"].iloc[0] and at[min(at)] == expected["class"].iloc[-1]
+    assert sum(t.get_text().startswith("n=") for t in ax.texts) == 280

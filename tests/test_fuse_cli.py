@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import f1_score
 from typer.testing import CliRunner
 
 from prodcat.commands.fuse import app
@@ -77,6 +78,30 @@ def test_train_evaluate_predict(tmp_path: Path) -> None:
     pred = pd.read_csv(tmp_path / "pred.csv", dtype={"prediction": str})
     assert len(pred) == 160 and {"prediction", "confidence", "fused/2403"} <= set(pred.columns)
     assert set(pred["prediction"]) <= set(CLASSES)
+
+
+def test_evaluate_on_outputs_lacking_a_class_sets_it_apart(tmp_path: Path) -> None:
+    """Issue 23: macro-F1 over the classes present; the fuser's other classes are listed, not averaged as 0."""
+    data = _folder(tmp_path / "val")
+    _ok(["train", data, "--out", tmp_path / "fz", "--models", "text_a,image_b", "--method", "mean"])
+    full = read_model_outputs(data)
+    keep = (full.index["label"] != "2403").to_numpy()
+    part = ModelOutputs(
+        full.index.loc[keep], full.classes, {m: p[keep] for m, p in full.probas.items()}, "label"
+    )
+    write_model_outputs(part, tmp_path / "part")
+    _ok(["evaluate", tmp_path / "fz", tmp_path / "part", "--out", tmp_path / "ev", "--n-boot", "200"])
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert metrics["label_set"]["model_classes_absent_from_data"] == ["2403"]
+    assert metrics["label_set"]["n_classes_averaged"] == 3
+    _ok(["predict", tmp_path / "fz", tmp_path / "part", "--out", tmp_path / "pred.csv"])
+    pred = pd.read_csv(tmp_path / "pred.csv", dtype=str)["prediction"].to_numpy()
+    y = part.index["label"].to_numpy()
+    assert metrics["macro_f1"] == pytest.approx(f1_score(y, pred, labels=CLASSES[:3], average="macro"))
+    for v in [metrics, *metrics["input_models"].values()]:
+        assert v["macro_f1_ci"][0] <= v["macro_f1"] <= v["macro_f1_ci"][1]
+    per_class = pd.read_csv(tmp_path / "ev" / "per_class.csv", dtype={"class": str}).set_index("class")
+    assert np.isnan(per_class.loc["2403", "f1"]) and per_class.loc["2403", "support"] == 0
 
 
 def test_paper_mlp_with_params_and_table_input(tmp_path: Path) -> None:

@@ -174,9 +174,13 @@ def evaluate(
     n_boot: Annotated[int, typer.Option(help="Bootstrap replicates for the confidence interval.")] = 1000,
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
 ) -> None:
-    """Score a fuser on labelled outputs: macro-F1 + 95% bootstrap CI, each input alone, per class, confusion."""
-    from prodcat.evaluate import bootstrap_ci, confusion_figure, per_class_report, save_figure
+    """Score a fuser on labelled outputs: macro-F1 + 95% bootstrap CI, each input alone, per class, confusions.
+
+    Macro-F1 averages over the classes present in the labels (metrics.json's ``label_set`` says which and lists
+    the fuser's classes the data lack); confusion.png only up to 60 classes, confusions.csv always."""
+    from prodcat.evaluate import bootstrap_ci
     from prodcat.predictions import ModelOutputsError
+    from prodcat.report import label_set, write_class_files
 
     fuser = _load(fuser_dir)
     outputs = _read(pred_dir, label_col=label_col)
@@ -187,12 +191,10 @@ def evaluate(
     except ModelOutputsError as err:
         raise fail(f"{err}") from None
     classes = np.asarray(fuser.classes, dtype=object)
-    ci = bootstrap_ci(y, pred, n_boot=n_boot, seed=seed, labels=fuser.classes)
+    ci = bootstrap_ci(y, pred, n_boot=n_boot, seed=seed)
     inputs: dict[str, dict[str, Any]] = {}
     for m in fuser.models:
-        m_ci = bootstrap_ci(
-            y, classes[outputs.probas[m].argmax(1)], n_boot=n_boot, seed=seed, labels=fuser.classes
-        )
+        m_ci = bootstrap_ci(y, classes[outputs.probas[m].argmax(1)], n_boot=n_boot, seed=seed)
         inputs[m] = {"macro_f1": m_ci.value, "macro_f1_ci": [m_ci.low, m_ci.high]}
     best_input = max(inputs, key=lambda m: inputs[m]["macro_f1"])
     metrics = {
@@ -208,12 +210,13 @@ def evaluate(
         "input_models": inputs,
         "best_input": best_input,
         "gain_over_best_input": ci.value - inputs[best_input]["macro_f1"],
+        "label_set": label_set(np.asarray(y), classes),
     }
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    per_class_report(y, pred, labels=fuser.classes).to_csv(out / "per_class.csv", index=False)
-    fig = confusion_figure(y, pred, labels=fuser.classes, title=f"{fuser.method} on {pred_dir.name}")
-    save_figure(fig, out / "confusion.png")
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+    write_class_files(
+        np.asarray(y), np.asarray(pred), classes, out, title=f"{fuser.method} on {pred_dir.name}"
+    )
     for m, v in inputs.items():
         lo, hi = v["macro_f1_ci"]
         typer.echo(f"{m:>24s}  macro-F1 {v['macro_f1']:.4f}  [{lo:.4f}, {hi:.4f}]")

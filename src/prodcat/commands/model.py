@@ -98,7 +98,9 @@ def print_summary(metrics: dict[str, Any]) -> None:
     val = metrics.get("validation")
     if not val:
         return
-    typer.echo(f"validation ({val['n']} held-out products), macro-F1 with 95% interval:")
+    typer.echo(
+        f"validation ({val['n']} held-out products), macro-F1 over the classes present, with 95% interval:"
+    )
     for name, s in val["per_model"].items():
         typer.echo(
             f"  {name:40s} {s['macro_f1']:.4f}  [{s['macro_f1_ci'][0]:.4f}, {s['macro_f1_ci'][1]:.4f}]"
@@ -112,10 +114,16 @@ def evaluate(
     catalog: CatalogArg,
     out: Annotated[Path, typer.Option("--out", "-o", help="Report folder.")] = Path("report"),
     split: Annotated[str, typer.Option(help="Rakuten layout only: train or test.")] = "train",
+    thumbnails: Annotated[
+        str,
+        typer.Option(help="Gallery photos: copy (thumbs/ folder next to the page), embed (base64) or none."),
+    ] = "copy",
 ) -> None:
-    """Score a model on a labelled catalog: metrics.json, per-class CSV, confusion PNG and an HTML report.
+    """Score a model on a labelled catalog: metrics.json, per-class and confusion CSVs, figures and an HTML
+    report with a gallery of the errors behind the numbers.
 
-    The catalog is read with the column mapping the model was trained with.
+    The catalog is read with the column mapping the model was trained with. Macro-F1 averages over the classes
+    present in the catalog; classes the model knows but the catalog lacks are listed apart.
     """
     from prodcat.bundle import BundleError, load_model
     from prodcat.report import evaluate_to_dir
@@ -128,9 +136,19 @@ def evaluate(
     df = read_catalog_or_fail(
         catalog, columns if isinstance(columns, dict) else {}, split=split, require_label=True
     )
-    metrics = evaluate_to_dir(model, df, out, title=str(catalog))
+    if thumbnails not in ("copy", "embed", "none"):
+        raise fail(f"--thumbnails must be copy, embed or none, not {thumbnails!r}")
+    metrics = evaluate_to_dir(model, df, out, title=str(catalog), thumbnails=thumbnails)
     lo, hi = metrics["macro_f1_ci"]
-    typer.echo(f"macro-F1 {metrics['macro_f1']:.4f} [{lo:.4f}, {hi:.4f}] on {metrics['n']} products")
+    ls = metrics["label_set"]
+    typer.echo(
+        f"macro-F1 {metrics['macro_f1']:.4f} [{lo:.4f}, {hi:.4f}] on {metrics['n']} products, "
+        f"over the {ls['n_classes_averaged']} classes present"
+    )
+    if ls["model_classes_absent_from_data"]:
+        typer.echo(
+            f"  ({len(ls['model_classes_absent_from_data'])} classes of the model are absent: not averaged)"
+        )
     for role, value in metrics["per_modality"].items():
         typer.echo(f"  {role:8s} {value:.4f}" if value is not None else f"  {role:8s} -")
     typer.echo(f"report written to {out}/report.html")
