@@ -57,7 +57,8 @@ def _score(y: np.ndarray, proba: np.ndarray, classes: np.ndarray, seed: int) -> 
 
 
 def score_labels(y: np.ndarray, pred: np.ndarray, *, seed: int = 0) -> dict[str, Any]:
-    """``{"macro_f1", "macro_f1_ci": [low, high] (95% bootstrap), "n"}`` of predicted labels."""
+    """``{"macro_f1", "macro_f1_ci": [low, high] (95% bootstrap), "n"}`` of predicted labels; macro-F1 over the
+    classes present in ``y`` (:func:`prodcat.evaluate.macro_f1`), the interval by the same rule."""
     ci = bootstrap_ci(y, pred, seed=seed)
     return {"macro_f1": float(ci.value), "macro_f1_ci": [ci.low, ci.high], "n": len(y)}
 

@@ -335,11 +335,11 @@ def prune_training_rows(
 
 
 def _macro_f1_idx(t: np.ndarray, p: np.ndarray, n_classes: int) -> float:
-    """Macro-F1 from integer labels over the classes that occur in ``t`` or ``p`` (as sklearn does)."""
+    """Macro-F1 from integer labels over the classes that occur in ``t`` (:func:`prodcat.evaluate.macro_f1`'s rule)."""
     cm = np.bincount(t * n_classes + p, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
     tp = np.diag(cm).astype(np.float64)
     support, predicted = cm.sum(axis=1), cm.sum(axis=0)
-    seen = (support + predicted) > 0
+    seen = support > 0
     f1 = np.divide(2 * tp, support + predicted, out=np.zeros_like(tp), where=seen)
     return float(f1[seen].mean())
 
