@@ -182,14 +182,15 @@ def _gallery(
     seed: int,
 ) -> tuple[list[int], list[tuple[str, list[int]]]]:
     """Row positions of the ``size`` most confident errors, and per weak class (lowest F1 among classes with
-    products and errors) a seeded sample of up to ``per_class`` of its errors, most confident first."""
+    products, F1 < 1) a seeded sample of up to ``per_class`` of its errors (its products predicted as another
+    class, or other products predicted as it), most confident first."""
     wrong = np.flatnonzero(y != pred)
     top = wrong[np.argsort(-conf[wrong], kind="stable")][:size].tolist()
     rng = np.random.default_rng(seed)
     weak = []
     candidates = report.loc[(report["support"] > 0) & (report["f1"] < 1)]
     for c in candidates.sort_values(["f1", "support"], kind="stable")["class"].head(n_classes):
-        errors = wrong[y[wrong] == c]
+        errors = wrong[(y[wrong] == c) | (pred[wrong] == c)]  # its products missed, and others taken for it
         picked = rng.choice(errors, size=min(per_class, len(errors)), replace=False)
         weak.append((str(c), picked[np.argsort(-conf[picked], kind="stable")].tolist()))
     return top, weak
