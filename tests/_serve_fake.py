@@ -94,6 +94,8 @@ class FakePredictor:
                     "id": pid,
                     "label": self.classes[order[0]],
                     "probability": float(proba[order[0]]),
+                    "confidence": float(proba[order[0]]),
+                    "decision": "auto" if proba[order[0]] >= 0.9 else "review",
                     "top_labels": [self.classes[i] for i in order],
                     "top_probabilities": [float(proba[i]) for i in order],
                     "text_available": bool(f"{title}{description}".strip()),

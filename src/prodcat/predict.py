@@ -3,6 +3,12 @@ to CSV / Parquet (:func:`batch_predict`).
 
 Rows with an unreadable image or empty text still get a prediction from the modality that remains (the missing
 one contributes its class prior), and are flagged in ``text_available`` / ``image_available``.
+
+Every row also gets ``confidence`` (the calibrated probability of its label, scaled with the temperature of its
+availability group: a product without its photo is scaled as such) and ``decision``: ``auto`` when the bundle's
+acceptance rule lets it through at the trained target precision, else ``review`` (see :mod:`prodcat.trust`).
+A bundle trained without calibration reports the fused probability as ``confidence`` and sends every row to
+``review``.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ class Predictor:
             "models": [{k: e[k] for k in ("name", "role")} for e in manifest.get("models", [])],
             "fusion": manifest.get("fusion"),
             "metrics": manifest.get("metrics", {}).get("validation"),
+            "target_precision": None if model.calibration is None else model.calibration.target_precision,
         }
         for _, _, est in model.models:
             if "cache_dir" in est.get_params(deep=False):
@@ -88,11 +95,14 @@ class Predictor:
             if (np.sort(classes) == classes).all()
             else np.array([self.classes.index(lab) for lab in labels])
         )
+        confidence, accepted = self._trust(fused, label_idx, text_ok, image_ok)
         return pd.DataFrame(
             {
                 "id": df["id"].astype(str).to_numpy(),
                 "label": labels,
                 "probability": fused[np.arange(len(df)), label_idx],
+                "confidence": confidence,
+                "decision": np.where(accepted, "auto", "review"),
                 "top_labels": [list(classes[row]) for row in top],
                 "top_probabilities": [[float(v) for v in fused[i, row]] for i, row in enumerate(top)],
                 "text_available": text_ok,
@@ -100,6 +110,21 @@ class Predictor:
                 "image_error": image_err,
             }
         )
+
+    def _trust(
+        self, fused: np.ndarray, label_idx: np.ndarray, text_ok: np.ndarray, image_ok: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(n,) calibrated confidence of the predicted labels and (n,) bool auto-accepted."""
+        from prodcat.trust import availability_groups
+
+        calibration = self.model.calibration
+        if calibration is None:
+            return fused[np.arange(len(fused)), label_idx], np.zeros(len(fused), dtype=bool)
+        roles = self.roles()
+        available = {r: ok for r, ok in (("text", text_ok), ("image", image_ok)) if r in roles}
+        groups = availability_groups(available, len(fused))
+        _, confidence, accepted = calibration.apply(fused, label_idx, groups)
+        return confidence, accepted
 
 
 def warm_up(predictor: Any) -> None:
@@ -183,18 +208,23 @@ def batch_predict(
     chunk_size: int = 2048,
     top_k: int = 3,
     progress: bool = True,
+    review_queue: str | Path | None = None,
 ) -> dict[str, int]:
     """Predict ``df`` chunk by chunk, appending each chunk to ``out_file`` (.csv or .parquet) as it is done.
 
-    Memory holds one chunk of images at a time. Returns counts: rows, rows without text, rows without image.
+    Memory holds one chunk of images at a time. ``review_queue`` (.csv or .parquet): also write the ``review``
+    rows there, ordered by :func:`prodcat.trust.review_order` (written once every chunk is done: the order is
+    global). Returns counts: rows, rows without text, rows without image, auto-accepted rows, rows to review.
     """
     out = Path(out_file)
-    if out.suffix.lower() not in OUTPUT_FORMATS:
-        raise ValueError(f"{out}: output must end in {' or '.join(OUTPUT_FORMATS)}")
+    for path in (out, *([] if review_queue is None else [Path(review_queue)])):
+        if path.suffix.lower() not in OUTPUT_FORMATS:
+            raise ValueError(f"{path}: output must end in {' or '.join(OUTPUT_FORMATS)}")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".partial")
     writer = None
-    counts = {"rows": 0, "no_text": 0, "no_image": 0}
+    counts = {"rows": 0, "no_text": 0, "no_image": 0, "auto": 0, "review": 0}
+    queue: list[pd.DataFrame] = []
     try:
         with tqdm(total=len(df), desc="predict", unit="product", disable=not progress) as bar:
             for start in range(0, len(df), chunk_size):
@@ -202,6 +232,10 @@ def batch_predict(
                 counts["rows"] += len(chunk)
                 counts["no_text"] += int((~chunk["text_available"]).sum())
                 counts["no_image"] += int((~chunk["image_available"]).sum())
+                counts["auto"] += int((chunk["decision"] == "auto").sum())
+                counts["review"] += int((chunk["decision"] == "review").sum())
+                if review_queue is not None:
+                    queue.append(chunk[chunk["decision"] == "review"])
                 if out.suffix.lower() == ".csv":
                     chunk.to_csv(tmp, mode="w" if start == 0 else "a", header=start == 0, index=False)
                 else:
@@ -221,4 +255,24 @@ def batch_predict(
         if writer is not None:
             writer.close()
     tmp.replace(out)  # only a complete file gets the final name
+    if review_queue is not None:
+        _write_queue(predictor, queue, Path(review_queue))
     return counts
+
+
+def _write_queue(predictor: Predictor, chunks: list[pd.DataFrame], path: Path) -> None:
+    """The review rows of every chunk, in review order, to ``path`` (.csv or .parquet; header-only when none)."""
+    from prodcat.trust import review_order
+
+    counts = {} if predictor.model.calibration is None else predictor.model.calibration.class_counts
+    rows = (
+        pd.concat(chunks, ignore_index=True)
+        if chunks
+        else pd.DataFrame(columns=["label", "confidence", "decision"])
+    )
+    queue = review_order(rows, counts)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".csv":
+        queue.to_csv(path, index=False)
+    else:
+        queue.to_parquet(path, index=False)

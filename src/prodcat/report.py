@@ -26,6 +26,7 @@ from prodcat.evaluate import (
     top_confusions,
 )
 from prodcat.model import TrainedModel, evaluate_models
+from prodcat.trust_report import TRUST_FIGURES, write_trust_report
 
 #: What ``metrics.json`` says about the label set every macro-F1 is averaged over.
 LABEL_SET_RULE = (
@@ -70,6 +71,9 @@ def evaluate_to_dir(
     to :data:`~prodcat.evaluate.MAX_CONFUSION_CLASSES` classes) and ``report.html`` with a gallery of the
     ``gallery_size`` most confident errors and ``errors_per_class`` sampled errors of each of the
     ``weak_classes`` lowest-F1 classes; ``thumbnails`` is ``"copy"`` (``thumbs/``), ``"embed"`` or ``"none"``.
+    ``calibration``: ECE / Brier before and after calibration, auto-acceptance at the trained target, coverage at
+    precision 0.95 / 0.98 / 0.99 (:func:`prodcat.trust_report.score_trust`), with ``reliability.png`` and
+    ``risk_coverage.png``.
     """
     from prodcat.pages import embed_png, render, write_thumbnails
 
@@ -110,6 +114,7 @@ def evaluate_to_dir(
         zip(shown, write_thumbnails(images, shown, out, mode=thumbnails, progress=progress), strict=True)
     )
     rows = {i: _row(df, i, y, pred, conf, sources, classes, thumbs[i]) for i in shown}
+    metrics["calibration"] = write_trust_report(model, df, y, out)
     page = render(
         "report.html",
         title=title,
@@ -120,6 +125,8 @@ def evaluate_to_dir(
         pairs=pairs,
         figures={k: embed_png(v) for k, v in figures.items()},
         max_confusion=MAX_CONFUSION_CLASSES,
+        trust=metrics["calibration"],
+        trust_figures={k: embed_png(out / v) for k, v in TRUST_FIGURES.items()},
         sources=list(sources),
         top=[rows[i] for i in top],
         weak=[

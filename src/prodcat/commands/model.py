@@ -50,8 +50,16 @@ def train(
         ),
     ] = False,
     seed: Annotated[int | None, typer.Option(help="Random seed (overrides the config).")] = None,
+    target_precision: Annotated[
+        float | None,
+        typer.Option(
+            help="Precision the auto-accepted products must reach, e.g. 0.98 (overrides the config's "
+            "target_precision); the rest go to review."
+        ),
+    ] = None,
 ) -> None:
-    """Train text and image models, clean label noise, fit the fusion and write a model bundle."""
+    """Train text and image models, clean label noise, fit the fusion, calibrate it and learn which
+    predictions to accept at the target precision; write a model bundle."""
     from pydantic import ValidationError
 
     from prodcat.bundle import save_bundle
@@ -63,6 +71,7 @@ def train(
         "n_folds": n_folds,
         "validation_fraction": validation_fraction,
         "seed": seed,
+        "target_precision": target_precision,
         "columns.text_columns": split_columns(text_columns),
         "columns.label_column": label_column,
         "columns.image_column": image_column,
@@ -107,6 +116,15 @@ def print_summary(metrics: dict[str, Any]) -> None:
         )
     lo, hi = val["macro_f1_ci"]
     typer.secho(f"  {'fusion':40s} {val['macro_f1']:.4f}  [{lo:.4f}, {hi:.4f}]", bold=True)
+    acc = val.get("acceptance")
+    if acc and acc["accepted"]:
+        typer.echo(
+            f"auto-accepted at target precision {acc['target_precision']}: {acc['accepted']} of {acc['n']} "
+            f"held-out products (coverage {acc['coverage']:.3f}), precision {acc['precision']:.4f} "
+            f"(binomial SE {acc['precision_se']:.4f})"
+        )
+    elif acc:
+        typer.echo(f"auto-accepted at target precision {acc['target_precision']}: none (all go to review)")
 
 
 def evaluate(
@@ -163,13 +181,22 @@ def predict(
         int, typer.Option(help="Products per chunk (memory holds one chunk of images).")
     ] = 2048,
     split: Annotated[str, typer.Option(help="Rakuten layout only: train or test.")] = "test",
+    review_queue: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also write the products to review (decision 'review') to this .csv/.parquet file, most "
+            "likely wrong first."
+        ),
+    ] = None,
 ) -> None:
-    """Predict the category of every product of a catalog, streamed in chunks to CSV or Parquet."""
+    """Predict the category of every product of a catalog, streamed in chunks to CSV or Parquet, with a
+    calibrated confidence and a decision (auto | review) per product."""
     from prodcat.bundle import BundleError, load_bundle
     from prodcat.predict import batch_predict, warm_up
 
-    if out.suffix.lower() not in (".csv", ".parquet"):
-        raise fail(f"{out}: output must end in .csv or .parquet")
+    for path in (out, review_queue):
+        if path is not None and path.suffix.lower() not in (".csv", ".parquet"):
+            raise fail(f"{path}: output must end in .csv or .parquet")
     try:
         predictor = load_bundle(model_dir)
     except BundleError as e:
@@ -179,9 +206,11 @@ def predict(
     df = read_catalog_or_fail(catalog, columns, split=split, require_label=False)
     warm_up(predictor)  # encoders load here, so "seconds" below is the prediction itself
     t0 = time.perf_counter()
-    counts = batch_predict(predictor, df, out, chunk_size=chunk_size, top_k=top_k)
+    counts = batch_predict(predictor, df, out, chunk_size=chunk_size, top_k=top_k, review_queue=review_queue)
     dt = time.perf_counter() - t0
     typer.echo(
         json.dumps({**counts, "seconds": round(dt, 1), "products_per_s": round(counts["rows"] / dt, 1)})
     )
     typer.echo(f"predictions written to {out}")
+    if review_queue is not None:
+        typer.echo(f"{counts['review']} products to review written to {review_queue}")

@@ -196,6 +196,8 @@ def json_item(fields: PredictRequest, loc: tuple[str | int, ...]) -> Item:
 _OUTPUT_COLUMNS = (
     "label",
     "probability",
+    "confidence",
+    "decision",
     "top_labels",
     "top_probabilities",
     "text_available",
@@ -208,7 +210,7 @@ def to_predictions(out: pd.DataFrame, rows: list[Row], top_k: int) -> list[Predi
     """The predictor's output rows (aligned with ``rows``) as response models, ``top_k`` classes each."""
     columns = [out[c].tolist() for c in _OUTPUT_COLUMNS]  # column-wise: far cheaper than to_dict("records")
     preds = []
-    for row, (label, proba, labels, probas, text_ok, image_ok, error) in zip(
+    for row, (label, proba, confidence, decision, labels, probas, text_ok, image_ok, error) in zip(
         rows, zip(*columns, strict=True), strict=True
     ):
         top = zip(list(labels)[:top_k], list(probas)[:top_k], strict=True)
@@ -217,6 +219,8 @@ def to_predictions(out: pd.DataFrame, rows: list[Row], top_k: int) -> list[Predi
                 id=row.id,
                 label=str(label),
                 probability=float(proba),
+                confidence=float(confidence),
+                decision="auto" if decision == "auto" else "review",
                 top_k=[LabelScore(label=str(c), probability=float(p)) for c, p in top],
                 text_available=bool(text_ok),
                 image_available=bool(image_ok),

@@ -97,6 +97,13 @@ class Prediction(BaseModel):
     id: str | None
     label: str = Field(description="Most probable class.")
     probability: float = Field(description="Its probability, in [0, 1].")
+    confidence: float = Field(
+        description="Calibrated probability that the label is right, in [0, 1] (scaled for the modalities that "
+        "were available: a product without its photo is scaled as such)."
+    )
+    decision: Literal["auto", "review"] = Field(
+        description="'auto': accepted at the model's target precision; 'review': a person should check it."
+    )
     top_k: list[LabelScore] = Field(description="The k most probable classes, most probable first.")
     text_available: bool = Field(description="Whether the text modality was used.")
     image_available: bool = Field(description="Whether the image modality was used.")
