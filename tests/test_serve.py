@@ -442,7 +442,7 @@ def fake_bundle(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     loaded: list[str] = []
     module = types.ModuleType("prodcat.bundle")
 
-    def load_bundle(path: Path) -> FakePredictor:
+    def load_bundle(path: Path, *, verify_key: Path | None = None) -> FakePredictor:
         if not Path(path, "manifest.json").is_file():
             raise ValueError(f"{path} has no manifest.json")
         loaded.append(str(path))

@@ -186,14 +186,20 @@ class EmbeddingClassifier(MissingModalityMixin, ClassifierMixin, BaseEstimator):
             return [clean_text(t) for t in items]
         return [None if isinstance(it, float) and np.isnan(it) else it for it in items]
 
+    def backbone(self) -> Any:
+        """The embedder object, built from ``embedder`` and ``embedder_params`` on first call (weights load
+        lazily, on the first ``embed``). Its ``fingerprint`` is recorded in model bundles and checked on load."""
+        if not hasattr(self, "embedder_"):
+            self.embedder_, self.modality_ = self._build_embedder()
+        return self.embedder_
+
     def embed(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
         """Embeddings of ``X``: ``(vectors (n, dim * n_columns) float32, available (n,) bool)``.
 
         ``available`` is False where every column's item is missing or undecodable. Usable for feature-level
         fusion. Fitted or not, the embedder is built on first use.
         """
-        if not hasattr(self, "embedder_"):
-            self.embedder_, self.modality_ = self._build_embedder()
+        self.backbone()
         parts, oks = [], []
         for column in self._columns():
             vec, ok = cached_embed(

@@ -1,18 +1,83 @@
-"""Fitted estimators to bytes and back without pickle: skops with an allow-list of types.
+"""Fitted estimators to bytes and back without pickle: skops, loaded against an exact allow-list.
 
 Shared by the model bundle (:mod:`prodcat.bundle`) and the training cache (:mod:`prodcat.pipeline`), so both
-refuse the same things: a file naming any type outside :data:`ALLOWED_PREFIXES` is never loaded.
+refuse the same things. A skops file is a zip archive whose ``schema.json`` names, for every object, a loader
+(``ObjectNode``, ``TypeNode``, ``FunctionNode``...) and a ``module.name``. Before skops builds anything,
+:func:`audit` reads that schema and refuses the archive unless every ``(loader, module.name)`` pair is in
+:data:`ALLOWED`: the exact set that prodcat's own models save (``tests/test_safe_io.py`` saves every built-in
+config's models and every registered model and checks it). There is no prefix matching and no function
+reference is allowed at all: ``TfidfVectorizer(analyzer=eval)`` names ``builtins.eval`` through a
+``FunctionNode`` and is refused before it is built.
+
+Archives are also bounded before anything is read: a zip bomb (a small file that unpacks to gigabytes) is
+refused from its directory (declared sizes, which :mod:`zipfile` enforces while reading).
 """
 
 from __future__ import annotations
 
 import copy
+import io
+import json
+import zipfile
+from collections.abc import Iterator
 from typing import Any
 
-# Types a saved estimator may contain besides prodcat's own; anything else is refused at load time.
-ALLOWED_PREFIXES = ("prodcat.", "sklearn.", "numpy.", "scipy.sparse.", "builtins.", "collections.")
 # Fitted attributes that hold live resources (ONNX sessions, encoders); rebuilt on first use after loading.
 RUNTIME_ATTRS = ("embedder_",)
+
+_CONTAINERS = {
+    "DictNode": {"builtins.dict"},
+    "ListNode": {"builtins.list"},
+    "TupleNode": {"builtins.tuple"},
+    "JsonNode": {"builtins.str", "builtins.int", "builtins.float", "builtins.bool", "builtins.NoneType"},
+}
+# Array and scalar payloads: read by numpy with allow_pickle=False.
+_ARRAYS = {
+    "NdArrayNode": {
+        "numpy.ndarray",
+        "numpy.float64",
+        "numpy.float32",
+        "numpy.int64",
+        "numpy.int32",
+        "numpy.bool",
+        "numpy.bool_",
+        "numpy.str_",
+    },
+    "RandomStateNode": {"numpy.random.mtrand.RandomState"},
+}
+# Estimators rebuilt attribute by attribute (``__new__`` + ``__setstate__``/``__dict__``), never called.
+_ESTIMATORS = {
+    "ObjectNode": {
+        "prodcat.models.EmbeddingClassifier",
+        "prodcat.text.models.TfidfTextClassifier",
+        "sklearn.feature_extraction.text.TfidfTransformer",
+        "sklearn.feature_extraction.text.TfidfVectorizer",
+        "sklearn.linear_model._logistic.LogisticRegression",
+        "sklearn.neural_network._multilayer_perceptron.MLPClassifier",
+        "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+        "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
+        "sklearn.pipeline.Pipeline",
+        "sklearn.preprocessing._data.StandardScaler",
+        "sklearn.preprocessing._label.LabelBinarizer",
+    },
+}
+# References to a type, not an instance: the ``dtype=`` of vectorizers and the key types of dicts.
+_TYPE_REFERENCES = {"TypeNode": {"builtins.str", "numpy.float32", "numpy.float64", "numpy.int64"}}
+
+ALLOWED: dict[str, frozenset[str]] = {
+    loader: frozenset(names)
+    for table in (_CONTAINERS, _ARRAYS, _ESTIMATORS, _TYPE_REFERENCES)
+    for loader, names in table.items()
+}
+"""``loader -> {module.name}``: everything a skops file written by prodcat may hold. No ``FunctionNode``,
+``MethodNode``, ``PartialNode`` or ``OperatorFuncNode``: prodcat's models store no function reference."""
+
+# ``CachedNode`` points back at an object already built from an earlier node (shared references).
+_BACK_REFERENCE = "CachedNode"
+# An estimator archive larger than this once unpacked is refused (the largest tfidf model seen: ~200 MB).
+MAX_UNPACKED_BYTES = 4 * 1024**3
+# prodcat writes stored (uncompressed) archives; a member that would grow more than this is refused.
+MAX_COMPRESSION_RATIO = 100
 
 
 class UnsafeContentError(ValueError):
@@ -34,18 +99,76 @@ def dumps_estimator(est: Any) -> bytes:
     return bytes(sio.dumps(strip_runtime(est)))
 
 
+def _nodes(state: Any) -> Iterator[dict[str, Any]]:
+    """Every skops node (a dict with ``__loader__``) in a parsed ``schema.json``, depth first, iteratively."""
+    stack = [state]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if "__loader__" in item:
+                yield item
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def _check_sizes(archive: zipfile.ZipFile, source: str) -> None:
+    total = 0
+    for info in archive.infolist():
+        total += info.file_size
+        if info.file_size > MAX_COMPRESSION_RATIO * max(info.compress_size, 1024):
+            raise UnsafeContentError(
+                f"{source}: refused: member {info.filename!r} unpacks {info.file_size} bytes from "
+                f"{info.compress_size} (a zip bomb?)"
+            )
+    if total > MAX_UNPACKED_BYTES:
+        raise UnsafeContentError(
+            f"{source}: refused: unpacks to {total} bytes, more than {MAX_UNPACKED_BYTES} (a zip bomb?)"
+        )
+
+
+def audit(data: bytes, *, source: str = "data") -> set[str]:
+    """The ``module.name`` of every node in skops ``data`` after checking each against :data:`ALLOWED`.
+
+    Raises :class:`UnsafeContentError` naming ``source`` and the first refused ``loader module.name`` (or why
+    the archive cannot be read). Nothing in ``data`` is imported or built.
+    """
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            _check_sizes(archive, source)
+            schema = json.loads(archive.read("schema.json"))
+    except UnsafeContentError:
+        raise
+    except (zipfile.BadZipFile, KeyError, ValueError, RecursionError, OSError) as e:
+        raise UnsafeContentError(f"{source}: not a saved estimator ({e.__class__.__name__}: {e})") from None
+    names: set[str] = set()
+    for node in _nodes(schema):
+        loader, module, cls = node.get("__loader__"), node.get("__module__"), node.get("__class__")
+        if not (isinstance(loader, str) and isinstance(module, str) and isinstance(cls, str)):
+            raise UnsafeContentError(f"{source}: not a saved estimator (malformed node {str(node)[:80]})")
+        name = f"{module}.{cls}"
+        # a dotted class name would let "a" + "b.c" pass as "a.b" + "c"
+        allowed = "." not in cls and (
+            name in ALLOWED.get(loader, ()) or (loader == _BACK_REFERENCE and _allowed_anywhere(name))
+        )
+        if not allowed:
+            raise UnsafeContentError(f"{source}: refused type {name} ({loader}): not on prodcat's allow-list")
+        names.add(name)
+    return names
+
+
+def _allowed_anywhere(name: str) -> bool:
+    return any(name in names for names in ALLOWED.values())
+
+
 def loads_estimator(data: bytes, *, source: str = "data") -> Any:
-    """The estimator in skops ``data``; :class:`UnsafeContentError` naming ``source`` if refused or unreadable."""
+    """The estimator in skops ``data`` after :func:`audit`; :class:`UnsafeContentError` naming ``source`` if
+    refused or unreadable."""
     import skops.io as sio
 
+    names = audit(data, source=source)
     try:
-        untrusted = sio.get_untrusted_types(data=data)
-    except Exception as e:  # not a skops archive at all
-        raise UnsafeContentError(f"{source}: not a saved estimator ({e.__class__.__name__}: {e})") from e
-    refused = [t for t in untrusted if not t.startswith(ALLOWED_PREFIXES)]
-    if refused:
-        raise UnsafeContentError(f"{source}: refuses to load unexpected types {refused}")
-    try:
-        return sio.loads(data, trusted=untrusted)
+        # every name was checked above; skops' own default trust list is a superset we do not rely on
+        return sio.loads(data, trusted=sorted(names))
     except Exception as e:  # skops raises many types for incompatible content
         raise UnsafeContentError(f"{source}: cannot load ({e.__class__.__name__}: {e})") from e

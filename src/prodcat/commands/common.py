@@ -34,6 +34,13 @@ IdCol = Annotated[str | None, typer.Option("--id-column", help="Unique product i
 Encoding = Annotated[
     str | None, typer.Option("--encoding", help="Text encoding of CSV/TSV files (default UTF-8).")
 ]
+VerifyKey = Annotated[
+    Path | None,
+    typer.Option(
+        "--verify-key",
+        help="Public key (PEM): refuse the bundle unless `prodcat sign` signed it with the matching private key.",
+    ),
+]
 
 
 def split_columns(text_columns: str | None) -> list[str] | None:

@@ -16,6 +16,7 @@ from prodcat.commands.common import (
     ImageCol,
     LabelCol,
     TextCols,
+    VerifyKey,
     fail,
     read_catalog_or_fail,
     split_columns,
@@ -136,6 +137,7 @@ def evaluate(
         str,
         typer.Option(help="Gallery photos: copy (thumbs/ folder next to the page), embed (base64) or none."),
     ] = "copy",
+    verify_key: VerifyKey = None,
 ) -> None:
     """Score a model on a labelled catalog: metrics.json, per-class and confusion CSVs, figures and an HTML
     report with a gallery of the errors behind the numbers.
@@ -147,7 +149,7 @@ def evaluate(
     from prodcat.report import evaluate_to_dir
 
     try:
-        model, manifest = load_model(model_dir)
+        model, manifest = load_model(model_dir, verify_key=verify_key)
     except BundleError as e:
         raise fail(str(e)) from None
     columns = manifest.get("input_schema", {}).get("columns", {})
@@ -188,6 +190,7 @@ def predict(
             "likely wrong first."
         ),
     ] = None,
+    verify_key: VerifyKey = None,
 ) -> None:
     """Predict the category of every product of a catalog, streamed in chunks to CSV or Parquet, with a
     calibrated confidence and a decision (auto | review) per product."""
@@ -198,7 +201,7 @@ def predict(
         if path is not None and path.suffix.lower() not in (".csv", ".parquet"):
             raise fail(f"{path}: output must end in .csv or .parquet")
     try:
-        predictor = load_bundle(model_dir)
+        predictor = load_bundle(model_dir, verify_key=verify_key)
     except BundleError as e:
         raise fail(str(e)) from None
     columns = predictor.model.config.columns.model_dump()

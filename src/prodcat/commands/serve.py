@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from prodcat.commands.common import fail
+from prodcat.commands.common import VerifyKey, fail
 
 MiB = 1024 * 1024
 
@@ -58,6 +58,7 @@ def serve(
     ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level: debug, info, warning, error.")] = "info",
     access_log: Annotated[bool, typer.Option(help="Log one line per request.")] = True,
+    verify_key: VerifyKey = None,
 ) -> None:
     """Serve a model bundle: POST /predict (JSON or multipart upload), POST /predict/batch, GET /health,
     GET /metadata, GET /metrics; OpenAPI docs at /docs. The model is loaded once, at start-up."""
@@ -82,7 +83,7 @@ def serve(
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise fail(f"invalid server option: {problems}") from None
     try:
-        predictor: Predictor | None = load_predictor(model_dir)
+        predictor: Predictor | None = load_predictor(model_dir, verify_key=verify_key)
     except Exception as exc:  # the bundle loader's errors already say what is wrong (checksum, version, ...)
         raise fail(f"cannot load the model bundle {model_dir}: {exc}") from None
     assert predictor is not None
@@ -96,6 +97,7 @@ def serve(
         model_dir,
         predictor=predictor,
         check_bundle=False,
+        verify_key=verify_key,
         host=host,
         port=port,
         settings=settings,

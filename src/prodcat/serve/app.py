@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
 _ENV_MODEL, _ENV_SETTINGS = "PRODCAT_SERVE_MODEL_DIR", "PRODCAT_SERVE_SETTINGS"
+_ENV_VERIFY_KEY = "PRODCAT_SERVE_VERIFY_KEY"
 
 
 def _openapi_predict_body() -> dict[str, Any]:
@@ -192,11 +193,12 @@ def create_app(
     return app
 
 
-def load_predictor(model_dir: str | Path) -> Predictor:
-    """Load a model bundle (checksums and versions are verified by :func:`prodcat.bundle.load_bundle`)."""
+def load_predictor(model_dir: str | Path, *, verify_key: str | Path | None = None) -> Predictor:
+    """Load a model bundle (checksums, versions and, with ``verify_key``, the signature are verified by
+    :func:`prodcat.bundle.load_bundle`)."""
     from prodcat.bundle import load_bundle
 
-    predictor: Predictor = load_bundle(Path(model_dir))
+    predictor: Predictor = load_bundle(Path(model_dir), verify_key=verify_key)
     return predictor
 
 
@@ -212,13 +214,15 @@ def run(
     access_log: bool = True,
     limit_concurrency: int | None = None,
     check_bundle: bool = True,
+    verify_key: str | Path | None = None,
 ) -> None:
     """Load the bundle in ``model_dir`` once (unless ``predictor``, already loaded from it, is given), then serve
     it with uvicorn until interrupted.
 
     With ``workers > 1`` each worker process loads the bundle once at its start-up and has its own queue and
     metrics; with ``check_bundle`` the bundle is first loaded (and dropped) here too, so that a bad bundle fails
-    fast instead of crashing every worker. ``predictor`` is not used then.
+    fast instead of crashing every worker. ``predictor`` is not used then. With ``verify_key`` every load checks
+    the bundle's signature (:func:`prodcat.signing.verify_bundle`).
     """
     import uvicorn
 
@@ -233,12 +237,18 @@ def run(
         "timeout_graceful_shutdown": 10,
     }
     if workers <= 1:
-        app = create_app(predictor or load_predictor(model_dir), settings=s, name=Path(model_dir).name)
+        app = create_app(
+            predictor or load_predictor(model_dir, verify_key=verify_key),
+            settings=s,
+            name=Path(model_dir).name,
+        )
         uvicorn.run(app, **options)
         return
     if check_bundle:
-        load_predictor(model_dir)  # dropped at once: the workers load their own copies
+        load_predictor(model_dir, verify_key=verify_key)  # dropped at once: the workers load their own copies
     os.environ[_ENV_MODEL] = str(Path(model_dir).resolve())
+    if verify_key is not None:
+        os.environ[_ENV_VERIFY_KEY] = str(Path(verify_key).resolve())
     os.environ[_ENV_SETTINGS] = s.model_dump_json()
     _run_workers(workers, options)
 
@@ -278,4 +288,5 @@ def app_from_env() -> FastAPI:
     """App factory of each uvicorn worker process (``run(..., workers=N)``): model dir and settings from env."""
     settings = ServeSettings.model_validate_json(os.environ.get(_ENV_SETTINGS) or "{}")
     model_dir = os.environ[_ENV_MODEL]
-    return create_app(load_predictor(model_dir), settings=settings, name=Path(model_dir).name)
+    predictor = load_predictor(model_dir, verify_key=os.environ.get(_ENV_VERIFY_KEY) or None)
+    return create_app(predictor, settings=settings, name=Path(model_dir).name)

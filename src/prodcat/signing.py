@@ -1,0 +1,117 @@
+"""Sign a model bundle and verify it before loading, with the OpenSSF ``model-signing`` package (offline).
+
+Checksums in ``manifest.json`` prove integrity only (anyone who can rewrite a file can rewrite its checksum);
+a signature proves origin: the bundle's files are exactly those signed with the private key whose public key (or
+certificate chain) the loader was given. ``prodcat sign`` writes ``model.sig`` inside the bundle folder; it
+covers every other file of the folder, so a file added, removed or changed after signing is refused.
+
+Two modes of the library's public API, both without any network access:
+
+- **private key**: an elliptic-curve key pair (PEM), e.g.
+  ``openssl ecparam -name prime256v1 -genkey -noout -out key.pem`` and
+  ``openssl ec -in key.pem -pubout -out key.pub``; sign with the private key, verify with the public one.
+- **certificate**: the same private key plus its signing certificate (and intermediates); verify against the
+  root (or intermediate) certificates the loader trusts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from prodcat.bundle import SIGNATURE_FILE, BundleError, read_manifest, verify_files
+
+
+def _library() -> Any:
+    try:
+        import model_signing
+    except ImportError:
+        raise BundleError(
+            "signing needs the OpenSSF model-signing package: pip install 'prodcat[sign]'"
+        ) from None
+    return model_signing
+
+
+def _hashing(ms: Any) -> Any:
+    # Every file of the folder but the signature itself, .git* included: nothing unsigned is ever present.
+    return (
+        ms.hashing.Config()
+        .use_file_serialization(hashing_algorithm="sha256", allow_symlinks=False)
+        .set_ignored_paths(paths=[SIGNATURE_FILE], ignore_git_paths=False)
+    )
+
+
+def _existing(path: str | Path, what: str) -> Path:
+    p = Path(path)
+    if not p.is_file():
+        raise BundleError(f"{p}: {what} not found")
+    return p
+
+
+def sign_bundle(
+    model_dir: str | Path,
+    private_key: str | Path,
+    *,
+    password: str | None = None,
+    certificate: str | Path | None = None,
+    certificate_chain: Sequence[str | Path] = (),
+) -> Path:
+    """Sign the bundle in ``model_dir`` with ``private_key`` (EC, PEM); with ``certificate`` (PEM, plus its
+    ``certificate_chain``) the signature carries the certificate. The bundle is verified first (a bundle whose
+    files do not match its manifest is never signed). Returns the path of the signature written."""
+    ms = _library()
+    folder = Path(model_dir)
+    verify_files(folder, read_manifest(folder))
+    key = _existing(private_key, "private key")
+    config = ms.signing.Config().set_hashing_config(_hashing(ms))
+    try:
+        if certificate is None:
+            config.use_elliptic_key_signer(private_key=key, password=password)
+        else:
+            chain = [_existing(c, "certificate") for c in certificate_chain]
+            config.use_certificate_signer(
+                private_key=key,
+                signing_certificate=_existing(certificate, "certificate"),
+                certificate_chain=chain,
+            )
+        (folder / SIGNATURE_FILE).unlink(missing_ok=True)
+        config.sign(folder, folder / SIGNATURE_FILE)
+    except BundleError:
+        raise
+    except Exception as e:  # the library raises ValueError/TypeError for keys it cannot use, OSError...
+        raise BundleError(f"{folder}: cannot sign ({_one_line(e)})") from None
+    return folder / SIGNATURE_FILE
+
+
+def verify_bundle(
+    model_dir: str | Path,
+    public_key: str | Path | None = None,
+    *,
+    certificate_chain: Sequence[str | Path] = (),
+) -> None:
+    """Raise :class:`BundleError` unless ``model_dir`` carries a signature, by the private key of
+    ``public_key`` (PEM) or by a certificate that chains to ``certificate_chain``, over exactly its files."""
+    ms = _library()
+    folder = Path(model_dir)
+    signature = folder / SIGNATURE_FILE
+    if not signature.is_file() or signature.is_symlink():
+        raise BundleError(f"{folder}: unsigned bundle (no {SIGNATURE_FILE}); refused since a key was given")
+    config = ms.verifying.Config().set_hashing_config(_hashing(ms))
+    if public_key is not None:
+        config.use_elliptic_key_verifier(public_key=_existing(public_key, "public key"))
+    elif certificate_chain:
+        config.use_certificate_verifier(
+            certificate_chain=[_existing(c, "certificate") for c in certificate_chain]
+        )
+    else:
+        raise BundleError("verify_bundle needs a public key or a certificate chain")
+    try:
+        config.verify(folder, signature)
+    except Exception as e:  # ValueError on mismatch; cryptography and protobuf errors on a forged file
+        raise BundleError(f"{folder}: signature check failed: {_one_line(e)}") from None
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or e.__class__.__name__
+    return text if len(text) <= 400 else text[:400] + "..."
