@@ -49,3 +49,27 @@ def demo_catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from prodcat.demo import DemoSpec, make_demo_catalog
 
     return make_demo_catalog(tmp_path_factory.mktemp("demo"), DemoSpec(n_per_class=30, image_size=64, seed=1))
+
+
+TINY_CONFIG = {
+    "text_models": [{"name": "embed:test-tiny"}],
+    "image_models": [{"name": "embed:test-tiny"}],
+    "n_folds": 3,
+    "validation_fraction": 0.2,
+    "fusion": {"method": "logistic"},
+    "cache_dir": None,
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(demo_catalog: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real bundle trained on the demo catalog with weight-free test-tiny encoders (read-only: copy it to
+    change it)."""
+    from prodcat.bundle import save_bundle
+    from prodcat.catalog import read_catalog
+    from prodcat.config import TrainConfig
+    from prodcat.pipeline import train
+
+    df = read_catalog(demo_catalog)[0]
+    model = train(df, TrainConfig.model_validate(TINY_CONFIG), progress=False)
+    return save_bundle(model, tmp_path_factory.mktemp("bundle") / "model")

@@ -16,6 +16,7 @@ Two modes of the library's public API, both without any network access:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -109,7 +110,26 @@ def verify_bundle(
     try:
         config.verify(folder, signature)
     except Exception as e:  # ValueError on mismatch; cryptography and protobuf errors on a forged file
-        raise BundleError(f"{folder}: signature check failed: {_one_line(e)}") from None
+        raise BundleError(f"{folder}: signature check failed: {_mismatch(e) or _one_line(e)}") from None
+
+
+def _mismatch(e: BaseException) -> str | None:
+    """Which files differ from the signed ones, from the library's "Signature mismatch" report."""
+    text = str(e)
+    if not text.startswith("Signature mismatch"):
+        return None
+    parts = []
+    changed = re.findall(r"Hash mismatch for \\?'([^'\\]+)\\?'", text)  # quotes escaped in the list's repr
+    if changed:
+        parts.append(f"changed since signing: {', '.join(changed)}")
+    for kind, label in (("Extra", "added"), ("Missing", "removed")):
+        found = re.search(
+            rf"{kind} files found in model '[^']*': ([^\]\"']+)|{kind} files in model '[^']*': ([^\]\"']+)",
+            text,
+        )
+        if found:
+            parts.append(f"{label} since signing: {found.group(1) or found.group(2)}")
+    return "; ".join(parts) or None
 
 
 def _one_line(e: BaseException) -> str:

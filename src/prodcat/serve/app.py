@@ -47,6 +47,7 @@ from prodcat.serve.schemas import (
     Prediction,
     PredictRequest,
     ServeSettings,
+    state_limits,
 )
 
 if TYPE_CHECKING:
@@ -60,18 +61,29 @@ def _openapi_predict_body() -> dict[str, Any]:
     form = {
         "type": "object",
         "properties": {
-            "id": {"type": "string"},
+            "id": {"type": "string", "maxLength": 256},
             "title": {"type": "string"},
             "description": {"type": "string"},
-            "image": {"type": "string", "format": "binary", "description": "the image file"},
+            "image": {
+                "type": "string",
+                "format": "binary",
+                "contentMediaType": "image/*",
+                "description": "the image file",
+            },
         },
+        "additionalProperties": False,
+        "anyOf": [
+            {"required": ["title"], "properties": {"title": {"pattern": r"\S"}}},
+            {"required": ["description"], "properties": {"description": {"pattern": r"\S"}}},
+            {"required": ["image"]},
+        ],
     }
     return {
         "requestBody": {
             "required": True,
             "content": {
-                "application/json": {"schema": PredictRequest.model_json_schema()},
-                "multipart/form-data": {"schema": form},
+                "application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}},
+                "multipart/form-data": {"schema": form, "encoding": {"image": {"contentType": "image/*"}}},
             },
         }
     }
@@ -187,6 +199,14 @@ def create_app(
         """Request counts by route and status, latency percentiles (ms) over the last requests, model calls."""
         return metrics.snapshot(pending_rows=queue.pending_rows)
 
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            state_limits(generate(), s)  # generate() caches its document in app.openapi_schema
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]
     paths = {r.path for r in app.routes if hasattr(r, "path")}
     app.add_middleware(BodySizeLimit, limit=s.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics, paths=paths)

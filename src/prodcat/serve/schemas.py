@@ -63,11 +63,31 @@ class ServeSettings(BaseModel):
     warmup: bool = Field(default=True, description="Run one text and one image prediction at start-up.")
 
 
+# What the server enforces beyond field types, stated in the schema so that generated clients and contract
+# fuzzers agree with it: at least one of title and description holds a non-space character, or an image is sent.
+_AT_LEAST_ONE: list[dict[str, Any]] = [
+    {"required": ["title"], "properties": {"title": {"type": "string", "pattern": r"\S"}}},
+    {"required": ["description"], "properties": {"description": {"type": "string", "pattern": r"\S"}}},
+    {"required": ["image_base64"], "properties": {"image_base64": {"type": "string", "minLength": 1}}},
+]
+IMAGE_FORMAT = "image-base64"
+"""OpenAPI ``format`` of ``image_base64``: the standard base64 of an image file the server can decode (JPEG, PNG,
+WebP, ...) within ``max_image_bytes`` and ``max_image_pixels``. A string that is not one is a 422."""
+
+
+def _image_string(schema: dict[str, Any]) -> None:
+    for branch in schema.get("anyOf", [schema]):
+        if branch.get("type") == "string":
+            branch.update(format=IMAGE_FORMAT, contentEncoding="base64", contentMediaType="image/*")
+
+
 class PredictRequest(BaseModel):
     """One product. At least one of ``title``, ``description`` and ``image_base64`` must be non-empty; ``null``
-    counts as empty."""
+    counts as empty (the schema's ``anyOf``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra=lambda schema: schema.update(anyOf=_AT_LEAST_ONE)
+    )
 
     id: str | None = Field(default=None, max_length=256, description="Echoed back; any string.")
     title: str = Field(
@@ -78,6 +98,7 @@ class PredictRequest(BaseModel):
         default=None,
         description="The encoded image file (JPEG, PNG, WebP, ...) in standard base64, optionally as a "
         "'data:image/...;base64,' URL. Never a path or URL to fetch.",
+        json_schema_extra=_image_string,
     )
 
     @field_validator("title", "description", mode="before")
@@ -154,3 +175,32 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         504: "The model did not answer within predict_timeout_s.",
     }.items()
 }
+
+
+def state_limits(
+    openapi: dict[str, Any],
+    s: ServeSettings,
+    *,
+    predict_path: str = "/predict",
+    batch_path: str = "/predict/batch",
+) -> None:
+    """Write the limits of ``s`` into a generated OpenAPI document (in place): text lengths, the base64 length
+    of the largest image, the batch size. Together with the models' own constraints the schema then states what
+    the server checks, except what only the data can tell (an image that does not decode: 422)."""
+    limits = {
+        "title": {"maxLength": s.max_title_chars},
+        "description": {"maxLength": s.max_description_chars},
+        "image_base64": {"maxLength": 4 * -(-s.max_image_bytes // 3)},
+    }
+    request = openapi["components"]["schemas"]["PredictRequest"]
+    for name, extra in limits.items():
+        prop = request["properties"][name]
+        for branch in prop.get("anyOf", [prop]):  # ``str | None`` is an anyOf of string and null
+            if branch.get("type") == "string":
+                branch.update(extra)
+    body = openapi["paths"][batch_path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    body.update(minItems=1, maxItems=s.max_batch)
+    form = openapi["paths"][predict_path]["post"]["requestBody"]["content"].get("multipart/form-data")
+    if form is not None:
+        for name in ("title", "description"):
+            form["schema"]["properties"][name].update(limits[name])

@@ -1,0 +1,281 @@
+"""A bundle from elsewhere: hostile copies of a real bundle (checksums rewritten, as anyone can) are refused by
+``prodcat predict`` with a one-line error, before any output is written; signatures prove origin."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from prodcat.bundle import BundleError, load_model, read_manifest
+from prodcat.cli import app
+
+runner = CliRunner()
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _edit_manifest(folder: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    change(manifest)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _swap_model(folder: Path, data: bytes) -> None:
+    """Replace model_0.skops with ``data`` and rewrite its checksum, as an attacker with a copy would."""
+    (folder / "model_0.skops").write_bytes(data)
+    _edit_manifest(folder, lambda m: m["files"].update({"model_0.skops": _sha(folder / "model_0.skops")}))
+
+
+@pytest.fixture
+def bundle(tiny_bundle: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
+
+
+def _snapshot(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): _sha(p)
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.is_symlink()
+    }
+
+
+def predict_refused(bundle: Path, catalog: Path, match: str, *extra: str) -> str:
+    """Run ``prodcat predict`` and check: exit 2, one error line naming the problem, no output, no change."""
+    out = bundle.parent / "predictions.csv"
+    before = _snapshot(bundle.parent)
+    result = runner.invoke(app, ["predict", str(bundle), str(catalog), "--out", str(out), *extra])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert match in lines[0], lines[0]
+    assert not out.exists() and not Path(f"{out}.partial").exists()
+    assert _snapshot(bundle.parent) == before  # nothing written, nothing changed
+    return lines[0]
+
+
+def test_the_untouched_bundle_predicts(bundle: Path, demo_catalog: Path) -> None:
+    result = runner.invoke(
+        app, ["predict", str(bundle), str(demo_catalog), "--out", str(bundle.parent / "p.csv")]
+    )
+    assert result.exit_code == 0, result.output
+    assert (bundle.parent / "p.csv").is_file()
+
+
+def test_eval_analyzer_in_a_column_transformer(bundle: Path, demo_catalog: Path) -> None:
+    import skops.io as sio
+    from sklearn.compose import ColumnTransformer
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    _swap_model(bundle, sio.dumps(ColumnTransformer([("t", TfidfVectorizer(analyzer=eval), "title")])))
+    line = predict_refused(bundle, demo_catalog, "model_0.skops: refused type sklearn.compose")
+    assert "not on prodcat's allow-list" in line
+
+
+@pytest.mark.parametrize("where", ["parent", "absolute"])
+def test_model_file_outside_the_folder(bundle: Path, demo_catalog: Path, where: str) -> None:
+    outside = bundle.parent / "outside.skops"
+    shutil.copy(bundle / "model_0.skops", outside)
+    name = "../outside.skops" if where == "parent" else str(outside)
+
+    def point_outside(m: dict[str, Any]) -> None:
+        m["models"][0]["file"] = name
+        m["files"][name] = _sha(outside)
+
+    _edit_manifest(bundle, point_outside)
+    predict_refused(bundle, demo_catalog, "must be plain names inside the bundle folder")
+
+
+def test_model_file_missing_from_the_checksum_list(bundle: Path, demo_catalog: Path) -> None:
+    shutil.copy(bundle / "model_1.skops", bundle / "model_0.skops")  # a swapped model...
+    _edit_manifest(bundle, lambda m: m["files"].pop("model_0.skops"))  # ...and its checksum dropped
+    predict_refused(bundle, demo_catalog, "model_0.skops: not listed in the manifest's files")
+
+
+def test_pickle_only_type_in_a_model_file(bundle: Path, demo_catalog: Path) -> None:
+    import datetime as dt
+
+    import skops.io as sio
+
+    _swap_model(bundle, sio.dumps({"when": dt.datetime(2020, 1, 1)}))
+    predict_refused(bundle, demo_catalog, "model_0.skops: refused type datetime.datetime")
+
+
+def test_zip_bomb_model_file(bundle: Path, demo_catalog: Path) -> None:
+    bomb = bundle / "model_0.skops"
+    bomb.unlink()
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("schema.json", "{}")
+        z.writestr("0.npy", b"\0" * (8 << 20))
+    _swap_model(bundle, bomb.read_bytes())
+    predict_refused(bundle, demo_catalog, "(a zip bomb?)")
+
+
+@pytest.mark.parametrize("target", ["model_0.skops", "manifest.json"])
+def test_symbolic_links_are_refused(bundle: Path, demo_catalog: Path, target: str) -> None:
+    real = bundle.parent / f"real-{target}"
+    (bundle / target).rename(real)  # same bytes: the checksum would match
+    os.symlink(real, bundle / target)
+    predict_refused(bundle, demo_catalog, "a symbolic link")
+
+
+def test_checksum_mismatch_and_bad_digest(bundle: Path, demo_catalog: Path) -> None:
+    with (bundle / "fusion.json").open("a") as f:
+        f.write(" ")
+    predict_refused(bundle, demo_catalog, "fusion.json: checksum mismatch")
+    _edit_manifest(bundle, lambda m: m["files"].update({"fusion.json": "0" * 10}))
+    predict_refused(bundle, demo_catalog, "files['fusion.json'] is not a sha256 hex digest")
+
+
+def test_backbone_fingerprints_are_recorded_and_checked(bundle: Path, demo_catalog: Path) -> None:
+    fingerprints = [e["backbone_fingerprint"] for e in read_manifest(bundle)["models"]]
+    assert all(fingerprints) and fingerprints[0].startswith("test-tiny")
+
+    def other_backbone(m: dict[str, Any]) -> None:
+        m["models"][0]["backbone_fingerprint"] = "test-tiny:64"
+
+    _edit_manifest(bundle, other_backbone)
+    predict_refused(bundle, demo_catalog, "backbone fingerprint 'test-tiny:64' at training")
+
+
+def test_library_versions_follow_their_promises(bundle: Path) -> None:
+    from importlib import metadata
+
+    major, minor, *_ = metadata.version("scikit-learn").split(".")
+    _edit_manifest(bundle, lambda m: m["versions"].update({"scikit-learn": f"{major}.{minor}.999"}))
+    load_model(bundle)  # a patch release loads
+    _edit_manifest(bundle, lambda m: m["versions"].update({"scikit-learn": f"{major}.{int(minor) - 1}.0"}))
+    with pytest.raises(BundleError, match=r"saved with scikit-learn .* install scikit-learn=="):
+        load_model(bundle)
+
+
+# --- signatures -------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two elliptic-curve key pairs (PEM), as `openssl ecparam -genkey` makes them."""
+    pytest.importorskip("model_signing")
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    folder = tmp_path_factory.mktemp("keys")
+    out = {}
+    for name in ("ours", "theirs"):
+        key = ec.generate_private_key(ec.SECP256R1())
+        out[name] = folder / f"{name}.pem"
+        out[name].write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        out[f"{name}.pub"] = folder / f"{name}.pub"
+        out[f"{name}.pub"].write_bytes(
+            key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+    return out
+
+
+def _sign(bundle: Path, key: Path) -> None:
+    result = runner.invoke(app, ["sign", str(bundle), "--key", str(key)])
+    assert result.exit_code == 0, result.output
+    assert (bundle / "model.sig").is_file()
+
+
+def test_signed_bundle_verifies_and_predicts(bundle: Path, demo_catalog: Path, keys: dict[str, Path]) -> None:
+    _sign(bundle, keys["ours"])
+    out = bundle.parent / "p.csv"
+    args = [
+        "predict",
+        str(bundle),
+        str(demo_catalog),
+        "--out",
+        str(out),
+        "--verify-key",
+        str(keys["ours.pub"]),
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert out.is_file()
+
+
+def test_unsigned_or_foreign_signature_is_refused(
+    bundle: Path, demo_catalog: Path, keys: dict[str, Path]
+) -> None:
+    verify = ("--verify-key", str(keys["ours.pub"]))
+    predict_refused(bundle, demo_catalog, "unsigned bundle (no model.sig)", *verify)
+    _sign(bundle, keys["theirs"])
+    predict_refused(bundle, demo_catalog, "signature check failed: Key mismatch", *verify)
+
+
+def test_tampered_signed_bundle_is_refused(bundle: Path, demo_catalog: Path, keys: dict[str, Path]) -> None:
+    """Checksums rewritten to match (integrity holds) but the signature no longer does (origin fails)."""
+    import skops.io as sio
+    from sklearn.linear_model import LogisticRegression
+
+    _sign(bundle, keys["ours"])
+    _swap_model(bundle, sio.dumps(LogisticRegression()))
+    line = predict_refused(
+        bundle, demo_catalog, "signature check failed", "--verify-key", str(keys["ours.pub"])
+    )
+    assert "manifest.json" in line and "model_0.skops" in line
+
+
+def test_evaluate_and_serve_check_the_signature(
+    bundle: Path, demo_catalog: Path, keys: dict[str, Path]
+) -> None:
+    verify = ["--verify-key", str(keys["ours.pub"])]
+    report = bundle.parent / "report"
+    result = runner.invoke(app, ["evaluate", str(bundle), str(demo_catalog), "--out", str(report), *verify])
+    assert result.exit_code == 2 and "unsigned bundle" in result.stderr
+    assert not report.exists()
+    result = runner.invoke(app, ["serve", str(bundle), "--port", "0", *verify])
+    assert result.exit_code == 2 and "unsigned bundle" in result.stderr
+
+
+def test_sign_refuses_an_inconsistent_bundle(bundle: Path, keys: dict[str, Path]) -> None:
+    (bundle / "fusion.json").write_text("{}")
+    result = runner.invoke(app, ["sign", str(bundle), "--key", str(keys["ours"])])
+    assert result.exit_code == 2 and "fusion.json: checksum mismatch" in result.stderr
+    assert not (bundle / "model.sig").exists()
+
+
+def test_resaving_drops_a_stale_signature(tiny_bundle: Path, tmp_path: Path, keys: dict[str, Path]) -> None:
+    from prodcat.bundle import save_bundle
+
+    folder = Path(shutil.copytree(tiny_bundle, tmp_path / "b"))
+    _sign(folder, keys["ours"])
+    model, _ = load_model(folder, verify_key=keys["ours.pub"])
+    save_bundle(model, folder)
+    assert not (folder / "model.sig").exists()
+
+
+def test_openssl_made_keys_work(bundle: Path, tmp_path: Path) -> None:
+    """The key commands docs/security.md gives."""
+    pytest.importorskip("model_signing")
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl command")
+    key, pub = tmp_path / "key.pem", tmp_path / "key.pub"
+    subprocess.run(
+        ["openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", str(key)], check=True
+    )
+    subprocess.run(
+        ["openssl", "ec", "-in", str(key), "-pubout", "-out", str(pub)], check=True, capture_output=True
+    )
+    _sign(bundle, key)
+    load_model(bundle, verify_key=pub)
