@@ -36,6 +36,7 @@ from prodcat import __version__
 from prodcat.config import TrainConfig
 from prodcat.model import TrainedModel
 from prodcat.safe_io import UnsafeContentError, dumps_estimator, loads_estimator
+from prodcat.signing import SIGNATURE_FILE, SignatureError, sign_folder, verify_folder
 
 FORMAT = "prodcat-bundle"
 # 2: every file the loader opens is listed in ``files``; backbone fingerprints are recorded (null in 1).
@@ -52,8 +53,6 @@ LIBRARIES = (
     "cleanlab",
     "pandas",
 )
-# The signature written by ``prodcat sign`` (the model-signing default name); never listed in ``files``.
-SIGNATURE_FILE = "model.sig"
 # A bundle file name: one plain name inside the folder (no separators, no "..", no leading dot).
 _FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -331,9 +330,10 @@ def load_model(
 
     folder = Path(model_dir)
     if verify_key is not None:
-        from prodcat.signing import verify_bundle
-
-        verify_bundle(folder, verify_key)
+        try:
+            verify_folder(folder, verify_key)
+        except SignatureError as e:
+            raise BundleError(str(e)) from None
     manifest = read_manifest(folder)
     check_versions(folder, manifest)
     models = [(e["name"], e["role"], _load_estimator(folder, manifest, e)) for e in manifest["models"]]
@@ -355,6 +355,17 @@ def load_model(
         calibration=_load_calibration(folder, manifest),
     )
     return model, manifest
+
+
+def sign_bundle(model_dir: str | Path, private_key: str | Path, **options: Any) -> Path:
+    """Sign the bundle in ``model_dir`` (``prodcat sign``) after checking that its files match its manifest;
+    ``options`` go to :func:`prodcat.signing.sign_folder`. Returns the signature's path."""
+    folder = Path(model_dir)
+    verify_files(folder, read_manifest(folder))
+    try:
+        return sign_folder(folder, private_key, **options)
+    except SignatureError as e:
+        raise BundleError(str(e)) from None
 
 
 def load_bundle(

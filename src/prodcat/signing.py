@@ -21,14 +21,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from prodcat.bundle import SIGNATURE_FILE, BundleError, read_manifest, verify_files
+# The signature file inside the signed folder (the model-signing default name); not itself signed.
+SIGNATURE_FILE = "model.sig"
+
+
+class SignatureError(RuntimeError):
+    """A folder cannot be signed, or its signature is missing, foreign or does not match; the message says why."""
 
 
 def _library() -> Any:
     try:
         import model_signing
     except ImportError:
-        raise BundleError(
+        raise SignatureError(
             "signing needs the OpenSSF model-signing package: pip install 'prodcat[sign]'"
         ) from None
     return model_signing
@@ -46,24 +51,23 @@ def _hashing(ms: Any) -> Any:
 def _existing(path: str | Path, what: str) -> Path:
     p = Path(path)
     if not p.is_file():
-        raise BundleError(f"{p}: {what} not found")
+        raise SignatureError(f"{p}: {what} not found")
     return p
 
 
-def sign_bundle(
-    model_dir: str | Path,
+def sign_folder(
+    folder: str | Path,
     private_key: str | Path,
     *,
     password: str | None = None,
     certificate: str | Path | None = None,
     certificate_chain: Sequence[str | Path] = (),
 ) -> Path:
-    """Sign the bundle in ``model_dir`` with ``private_key`` (EC, PEM); with ``certificate`` (PEM, plus its
-    ``certificate_chain``) the signature carries the certificate. The bundle is verified first (a bundle whose
-    files do not match its manifest is never signed). Returns the path of the signature written."""
+    """Sign every file of ``folder`` with ``private_key`` (EC, PEM); with ``certificate`` (PEM, plus its
+    ``certificate_chain``) the signature carries the certificate. Returns the path of the signature written
+    (``folder/model.sig``). Callers check the folder's content first (:func:`prodcat.bundle.sign_bundle`)."""
     ms = _library()
-    folder = Path(model_dir)
-    verify_files(folder, read_manifest(folder))
+    folder = Path(folder)
     key = _existing(private_key, "private key")
     config = ms.signing.Config().set_hashing_config(_hashing(ms))
     try:
@@ -78,26 +82,28 @@ def sign_bundle(
             )
         (folder / SIGNATURE_FILE).unlink(missing_ok=True)
         config.sign(folder, folder / SIGNATURE_FILE)
-    except BundleError:
+    except SignatureError:
         raise
     except Exception as e:  # the library raises ValueError/TypeError for keys it cannot use, OSError...
-        raise BundleError(f"{folder}: cannot sign ({_one_line(e)})") from None
+        raise SignatureError(f"{folder}: cannot sign ({_one_line(e)})") from None
     return folder / SIGNATURE_FILE
 
 
-def verify_bundle(
-    model_dir: str | Path,
+def verify_folder(
+    folder: str | Path,
     public_key: str | Path | None = None,
     *,
     certificate_chain: Sequence[str | Path] = (),
 ) -> None:
-    """Raise :class:`BundleError` unless ``model_dir`` carries a signature, by the private key of
+    """Raise :class:`SignatureError` unless ``folder`` carries a signature, by the private key of
     ``public_key`` (PEM) or by a certificate that chains to ``certificate_chain``, over exactly its files."""
     ms = _library()
-    folder = Path(model_dir)
+    folder = Path(folder)
     signature = folder / SIGNATURE_FILE
     if not signature.is_file() or signature.is_symlink():
-        raise BundleError(f"{folder}: unsigned bundle (no {SIGNATURE_FILE}); refused since a key was given")
+        raise SignatureError(
+            f"{folder}: unsigned bundle (no {SIGNATURE_FILE}); refused since a key was given"
+        )
     config = ms.verifying.Config().set_hashing_config(_hashing(ms))
     if public_key is not None:
         config.use_elliptic_key_verifier(public_key=_existing(public_key, "public key"))
@@ -106,11 +112,11 @@ def verify_bundle(
             certificate_chain=[_existing(c, "certificate") for c in certificate_chain]
         )
     else:
-        raise BundleError("verify_bundle needs a public key or a certificate chain")
+        raise SignatureError("verify_folder needs a public key or a certificate chain")
     try:
         config.verify(folder, signature)
     except Exception as e:  # ValueError on mismatch; cryptography and protobuf errors on a forged file
-        raise BundleError(f"{folder}: signature check failed: {_mismatch(e) or _one_line(e)}") from None
+        raise SignatureError(f"{folder}: signature check failed: {_mismatch(e) or _one_line(e)}") from None
 
 
 def _mismatch(e: BaseException) -> str | None:

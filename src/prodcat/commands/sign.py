@@ -37,8 +37,7 @@ def sign(
     ] = None,
 ) -> None:
     """Sign a model bundle: writes MODEL_DIR/model.sig over every file of the bundle."""
-    from prodcat.bundle import BundleError
-    from prodcat.signing import sign_bundle
+    from prodcat.bundle import BundleError, sign_bundle
 
     password = None
     if password_env is not None:
