@@ -21,6 +21,7 @@ from prodcat.evaluate import (
     save_figure,
     table1,
     top_confusions,
+    weakest_classes,
 )
 
 labels_st = st.lists(st.sampled_from(["a", "b", "c", "d"]), min_size=1, max_size=60)
@@ -182,6 +183,14 @@ def test_top_confusions_lists_error_pairs_largest_first() -> None:
     assert top_confusions(y, y).empty
 
 
+def test_weakest_classes_leave_out_classes_without_products() -> None:
+    report = pd.DataFrame(
+        {"class": ["a", "b", "c", "d"], "f1": [0.0, 0.0, np.nan, 0.5], "support": [1, 5, 0, 2]}
+    )
+    assert weakest_classes(report)["class"].tolist() == ["b", "a", "d"]
+    assert weakest_classes(report, 1)["class"].tolist() == ["b"]
+
+
 def test_f1_figure_has_one_bar_per_class_with_support_weakest_first() -> None:
     rng = np.random.default_rng(0)
     classes = np.array([f"class {i}" for i in range(300)])
@@ -194,6 +203,9 @@ def test_f1_figure_has_one_bar_per_class_with_support_weakest_first() -> None:
     at = {round(t.get_position()[1]): t.get_text() for t in ax.get_yticklabels()}
     widths = [p.get_width() for p in sorted(ax.patches, key=lambda p: -p.get_y())]  # top to bottom
     assert widths == sorted(widths)
-    expected = report.loc[report["support"] > 0].sort_values(["f1", "support"], kind="stable")
+    expected = weakest_classes(report)
+    assert expected["f1"].is_monotonic_increasing and (expected["support"] > 0).all()
+    ties = expected.loc[expected["f1"] == expected["f1"].iloc[0], "support"]
+    assert ties.is_monotonic_decreasing  # among equal F1, the class with more products first
     assert at[max(at)] == expected["class"].iloc[0] and at[min(at)] == expected["class"].iloc[-1]
     assert sum(t.get_text().startswith("n=") for t in ax.texts) == 280

@@ -1,6 +1,8 @@
-"""Evaluation: macro-F1 with a bootstrap confidence interval, per-class scores, confusion matrix, Table 1.
+"""Evaluation: macro-F1 with a bootstrap confidence interval, per-class scores, confusions, figures, Table 1.
 
-Pure functions on label arrays (no file I/O except :func:`save_figure`); the fusion CLI and the catalog
+One definition of macro-F1 for every figure prodcat reports: the mean F1 over the classes present in the evaluated
+labels (:func:`evaluated_labels`); classes a model knows but the data lack are listed apart, never averaged in as
+zeros, and bootstrap resamples are scored by the same rule. Pure functions on label arrays (no file I/O except :func:`save_figure`); the fusion CLI and the catalog
 pipeline both build their reports from them. Labels may be any hashable values; they are compared as given.
 Figures are built on a bare :class:`matplotlib.figure.Figure` (Agg canvas), so no pyplot global state is touched
 and nothing needs a display.
@@ -214,6 +216,15 @@ def per_class_report(
     )
 
 
+def weakest_classes(report: pd.DataFrame, k: int | None = None) -> pd.DataFrame:
+    """The rows of a :func:`per_class_report` with products (``support > 0``), lowest F1 first; among equal F1
+    the larger support first (an F1 of 0 on 20 products says more than on one). ``k`` keeps the first ``k``."""
+    rows = report.loc[report["support"] > 0].sort_values(
+        ["f1", "support"], ascending=[True, False], kind="stable"
+    )
+    return rows if k is None else rows.head(k)
+
+
 def confusion_matrix(
     y_true: Sequence[Any] | np.ndarray,
     y_pred: Sequence[Any] | np.ndarray,
@@ -312,7 +323,7 @@ def f1_figure(report: pd.DataFrame, *, title: str | None = None) -> Figure:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    rows = report.loc[report["support"] > 0].sort_values(["f1", "support"], kind="stable")
+    rows = weakest_classes(report)
     c = len(rows)
     fig = Figure(figsize=(7.5, 1.2 + 0.14 * max(c, 4)))
     FigureCanvasAgg(fig)

@@ -24,6 +24,7 @@ from prodcat.evaluate import (
     per_class_report,
     save_figure,
     top_confusions,
+    weakest_classes,
 )
 from prodcat.model import TrainedModel, evaluate_models
 from prodcat.trust_report import TRUST_FIGURES, write_trust_report
@@ -120,7 +121,7 @@ def evaluate_to_dir(
         title=title,
         metrics=metrics,
         table=table,
-        weakest=report.loc[report["support"] > 0].sort_values(["f1", "support"], kind="stable").head(15),
+        weakest=weakest_classes(report, 15),
         absent=report.loc[report["support"] == 0, ["class", "predicted"]],
         pairs=pairs,
         figures={k: embed_png(v) for k, v in figures.items()},
@@ -195,8 +196,8 @@ def _gallery(
     top = wrong[np.argsort(-conf[wrong], kind="stable")][:size].tolist()
     rng = np.random.default_rng(seed)
     weak = []
-    candidates = report.loc[(report["support"] > 0) & (report["f1"] < 1)]
-    for c in candidates.sort_values(["f1", "support"], kind="stable")["class"].head(n_classes):
+    weak_rows = weakest_classes(report)
+    for c in weak_rows.loc[weak_rows["f1"] < 1, "class"].head(n_classes):
         errors = wrong[(y[wrong] == c) | (pred[wrong] == c)]  # its products missed, and others taken for it
         picked = rng.choice(errors, size=min(per_class, len(errors)), replace=False)
         weak.append((str(c), picked[np.argsort(-conf[picked], kind="stable")].tolist()))
