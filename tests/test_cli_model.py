@@ -181,3 +181,18 @@ def test_bundle_keeps_the_calibration_and_refuses_an_edited_one(model_dir: Path,
     (copy / "calibration.json").write_text(json.dumps(state))
     with pytest.raises(BundleError, match=r"calibration\.json: checksum mismatch"):
         load_model(copy)
+
+
+def test_report_of_a_model_without_calibration(model_dir: Path, demo_catalog: Path, tmp_path: Path) -> None:
+    """A bundle trained without (or before) the calibration stage still gets its report: everything to review."""
+    from prodcat.bundle import load_model
+    from prodcat.catalog import read_catalog
+    from prodcat.report import evaluate_to_dir
+
+    model, _ = load_model(model_dir)
+    model.calibration = None
+    df, _ = read_catalog(demo_catalog)
+    metrics = evaluate_to_dir(model, df, tmp_path, thumbnails="none")
+    assert "acceptance" not in metrics["calibration"]
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "no acceptance rule" in page and "Most confident errors" in page
