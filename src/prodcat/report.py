@@ -111,10 +111,11 @@ def evaluate_to_dir(
     )
     shown = sorted({*top, *(i for _, rows in weak for i in rows)})
     images = df["image"].iloc[shown].tolist() if "image" in df.columns else [None] * len(shown)
-    thumbs = dict(
-        zip(shown, write_thumbnails(images, shown, out, mode=thumbnails, progress=progress), strict=True)
-    )
-    rows = {i: _row(df, i, y, pred, conf, sources, classes, thumbs[i]) for i in shown}
+    thumbs = write_thumbnails(images, shown, out, mode=thumbnails, progress=progress)
+    rows = {
+        i: _row(df, i, y, pred, conf, sources, classes, src) for i, src in zip(shown, thumbs, strict=True)
+    }
+    f1 = dict(zip(report["class"], report["f1"], strict=True))
     metrics["calibration"] = write_trust_report(model, df, y, out)
     page = render(
         "report.html",
@@ -130,9 +131,7 @@ def evaluate_to_dir(
         trust_figures={k: embed_png(out / v) for k, v in TRUST_FIGURES.items()},
         sources=list(sources),
         top=[rows[i] for i in top],
-        weak=[
-            (c, f1, [rows[i] for i in idx]) for (c, idx), f1 in zip(weak, _f1_of(report, weak), strict=True)
-        ],
+        weak=[(c, f1[c], [rows[i] for i in idx]) for c, idx in weak],
     )
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_plain))
     (out / "report.html").write_text(page, encoding="utf-8")
@@ -142,10 +141,13 @@ def evaluate_to_dir(
 def write_class_files(
     y: np.ndarray, pred: np.ndarray, classes: np.ndarray, out: Path, *, title: str | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Path]]:
-    """Per-class views of ``pred`` against ``y`` under ``out``: ``per_class.csv`` (the classes present in ``y`` in
-    ``classes`` order, then labels unknown to the model, then the ``classes`` absent from ``y``, F1 undefined), ``confusions.csv`` (every error pair, largest
-    first), ``per_class_f1.png`` and, up to :data:`~prodcat.evaluate.MAX_CONFUSION_CLASSES` classes,
-    ``confusion.png``. Returns the per-class table, the pairs and the figure paths."""
+    """Per-class views of ``pred`` against ``y`` under ``out``.
+
+    ``per_class.csv``: the classes present in ``y`` (in ``classes`` order), then labels unknown to the model, then
+    the ``classes`` absent from ``y`` (F1 undefined); ``confusions.csv``: every error pair, largest first;
+    ``per_class_f1.png``; and, up to :data:`~prodcat.evaluate.MAX_CONFUSION_CLASSES` classes, ``confusion.png``.
+    Returns the per-class table, the pairs and the figure paths.
+    """
     present = set(evaluated_labels(y).tolist())
     known = [c for c in classes.tolist() if c in present]
     unknown = sorted(present - set(known), key=str)
@@ -202,11 +204,6 @@ def _gallery(
         picked = rng.choice(errors, size=min(per_class, len(errors)), replace=False)
         weak.append((str(c), picked[np.argsort(-conf[picked], kind="stable")].tolist()))
     return top, weak
-
-
-def _f1_of(report: pd.DataFrame, weak: list[tuple[str, list[int]]]) -> list[float]:
-    f1 = dict(zip(report["class"].astype(str), report["f1"], strict=True))
-    return [float(f1[c]) for c, _ in weak]
 
 
 def _row(
