@@ -90,7 +90,8 @@ def test_evaluate_on_outputs_lacking_a_class_sets_it_apart(tmp_path: Path) -> No
         full.index.loc[keep], full.classes, {m: p[keep] for m, p in full.probas.items()}, "label"
     )
     write_model_outputs(part, tmp_path / "part")
-    _ok(["evaluate", tmp_path / "fz", tmp_path / "part", "--out", tmp_path / "ev", "--n-boot", "200"])
+    out = _ok(["evaluate", tmp_path / "fz", tmp_path / "part", "--out", tmp_path / "ev", "--n-boot", "200"])
+    assert "over the 3 classes present (1 of the fuser's classes absent: not averaged)" in out
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert metrics["label_set"]["model_classes_absent_from_data"] == ["2403"]
     assert metrics["label_set"]["n_classes_averaged"] == 3

@@ -223,8 +223,12 @@ def evaluate(
     typer.echo(
         f"{'fused (' + fuser.method + ')':>24s}  macro-F1 {ci.value:.4f}  [{ci.low:.4f}, {ci.high:.4f}]"
     )
+    ls = metrics["label_set"]
+    absent = len(ls["model_classes_absent_from_data"])
     typer.echo(
-        f"n = {outputs.n}; gain over {best_input}: {metrics['gain_over_best_input']:+.4f}; wrote {out}"
+        f"n = {outputs.n}; macro-F1 over the {ls['n_classes_averaged']} classes present"
+        + (f" ({absent} of the fuser's classes absent: not averaged)" if absent else "")
+        + f"; gain over {best_input}: {metrics['gain_over_best_input']:+.4f}; wrote {out}"
     )
 
 
