@@ -279,3 +279,71 @@ def test_openssl_made_keys_work(bundle: Path, tmp_path: Path) -> None:
     )
     _sign(bundle, key)
     load_model(bundle, verify_key=pub)
+
+
+def _certificate(subject: str, key: Any, issuer: tuple[str, Any] | None = None) -> bytes:
+    """A PEM certificate for ``key``: a CA when ``issuer`` is None, else a code-signing leaf issued by it."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = dt.datetime.now(dt.UTC)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+    issuer_name, issuer_key = (name, key) if issuer is None else issuer
+    usage = dict.fromkeys(
+        ("content_commitment", "key_encipherment", "data_encipherment", "key_agreement", "encipher_only"),
+        False,
+    )
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer_name)]) if issuer else name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=issuer is not None,
+                key_cert_sign=issuer is None,
+                crl_sign=issuer is None,
+                decipher_only=False,
+                **usage,
+            ),
+            critical=True,
+        )
+    )
+    if issuer is not None:
+        builder = builder.add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), critical=False
+        )
+    return builder.sign(issuer_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
+def test_certificate_mode_signs_and_verifies_offline(
+    bundle: Path, demo_catalog: Path, keys: dict[str, Path], tmp_path: Path
+) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    def ca(name: str) -> tuple[Path, Any]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        path = tmp_path / f"{name}.pem"
+        path.write_bytes(_certificate(name, key))
+        return path, key
+
+    ca_pem, ca_key = ca("prodcat test CA")
+    other_ca, _ = ca("another CA")
+    signer_key = serialization.load_pem_private_key(keys["ours"].read_bytes(), password=None)
+    leaf = tmp_path / "signer.pem"
+    leaf.write_bytes(_certificate("catalog team", signer_key, issuer=("prodcat test CA", ca_key)))
+    args = ["sign", str(bundle), "--key", str(keys["ours"]), "--certificate", str(leaf)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "needs the issuing CA certificate" in result.stderr
+    result = runner.invoke(app, [*args, "--chain", str(ca_pem)])
+    assert result.exit_code == 0, result.output
+    load_model(bundle, verify_key=ca_pem)
+    predict_refused(bundle, demo_catalog, "signature check failed", "--verify-key", str(other_ca))

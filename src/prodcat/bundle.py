@@ -320,8 +320,8 @@ def load_model(
 
     Every file opened is listed in the manifest with a sha256, a plain name inside ``model_dir`` and a regular
     file; estimators load against :data:`prodcat.safe_io.ALLOWED`; versions and backbone fingerprints must
-    match. With ``verify_key`` (a public key PEM), the bundle must first carry a valid ``prodcat sign``
-    signature by its private key. Any failure raises :class:`BundleError` naming the file and the reason.
+    match. With ``verify_key`` (a public key PEM, or CA certificates PEM), the bundle must first carry a
+    valid ``prodcat sign`` signature by the matching private key (or a certificate that CA issued). Any failure raises :class:`BundleError` naming the file and the reason.
     """
     from safetensors import SafetensorError
     from safetensors.numpy import load as load_safetensors

@@ -50,6 +50,7 @@ _ESTIMATORS = {
     "ObjectNode": {
         "prodcat.models.EmbeddingClassifier",
         "prodcat.text.models.TfidfTextClassifier",
+        "prodcat.image.finetune.ImageFineTuneClassifier",
         "sklearn.feature_extraction.text.TfidfTransformer",
         "sklearn.feature_extraction.text.TfidfVectorizer",
         "sklearn.linear_model._logistic.LogisticRegression",

@@ -10,8 +10,9 @@ Two modes of the library's public API, both without any network access:
 - **private key**: an elliptic-curve key pair (PEM), e.g.
   ``openssl ecparam -name prime256v1 -genkey -noout -out key.pem`` and
   ``openssl ec -in key.pem -pubout -out key.pub``; sign with the private key, verify with the public one.
-- **certificate**: the same private key plus its signing certificate (and intermediates); verify against the
-  root (or intermediate) certificates the loader trusts.
+- **certificate**: the same private key plus its signing certificate and the issuing CA certificate(s); verify
+  against the CA certificate(s) the loader trusts (the same ``--verify-key`` option: a PEM file holding
+  certificates selects this mode).
 """
 
 from __future__ import annotations
@@ -73,6 +74,10 @@ def sign_folder(
     try:
         if certificate is None:
             config.use_elliptic_key_signer(private_key=key, password=password)
+        elif not certificate_chain:  # model-signing 1.1 cannot read an empty chain
+            raise SignatureError(
+                "certificate mode needs the issuing CA certificate(s) too (--chain CA.pem, repeatable)"
+            )
         else:
             chain = [_existing(c, "certificate") for c in certificate_chain]
             config.use_certificate_signer(
@@ -89,14 +94,10 @@ def sign_folder(
     return folder / SIGNATURE_FILE
 
 
-def verify_folder(
-    folder: str | Path,
-    public_key: str | Path | None = None,
-    *,
-    certificate_chain: Sequence[str | Path] = (),
-) -> None:
-    """Raise :class:`SignatureError` unless ``folder`` carries a signature, by the private key of
-    ``public_key`` (PEM) or by a certificate that chains to ``certificate_chain``, over exactly its files."""
+def verify_folder(folder: str | Path, trusted: str | Path) -> None:
+    """Raise :class:`SignatureError` unless ``folder`` carries a signature over exactly its files, made by the
+    private key of ``trusted`` (a public key PEM) or, when ``trusted`` holds certificates (PEM), by a signing
+    certificate that chains to them."""
     ms = _library()
     folder = Path(folder)
     signature = folder / SIGNATURE_FILE
@@ -104,15 +105,12 @@ def verify_folder(
         raise SignatureError(
             f"{folder}: unsigned bundle (no {SIGNATURE_FILE}); refused since a key was given"
         )
+    trusted = _existing(trusted, "public key or certificate")
     config = ms.verifying.Config().set_hashing_config(_hashing(ms))
-    if public_key is not None:
-        config.use_elliptic_key_verifier(public_key=_existing(public_key, "public key"))
-    elif certificate_chain:
-        config.use_certificate_verifier(
-            certificate_chain=[_existing(c, "certificate") for c in certificate_chain]
-        )
+    if b"-----BEGIN CERTIFICATE-----" in trusted.read_bytes():
+        config.use_certificate_verifier(certificate_chain=[trusted])
     else:
-        raise SignatureError("verify_folder needs a public key or a certificate chain")
+        config.use_elliptic_key_verifier(public_key=trusted)
     try:
         config.verify(folder, signature)
     except Exception as e:  # ValueError on mismatch; cryptography and protobuf errors on a forged file

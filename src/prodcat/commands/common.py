@@ -38,7 +38,8 @@ VerifyKey = Annotated[
     Path | None,
     typer.Option(
         "--verify-key",
-        help="Public key (PEM): refuse the bundle unless `prodcat sign` signed it with the matching private key.",
+        help="Public key (PEM), or CA certificate(s) (PEM) for certificate signatures: refuse the bundle unless "
+        "`prodcat sign` signed exactly its files with the matching key or a certificate issued by that CA.",
     ),
 ]
 

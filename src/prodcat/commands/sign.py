@@ -27,7 +27,9 @@ def sign(
     ] = None,
     chain: Annotated[
         list[Path] | None,
-        typer.Option("--chain", help="Intermediate certificate (PEM) to include; repeat for several."),
+        typer.Option(
+            "--chain", help="With --certificate: the issuing CA certificate(s) (PEM); repeat for several."
+        ),
     ] = None,
     password_env: Annotated[
         str | None,

@@ -329,6 +329,34 @@ class ImageFineTuneClassifier(MissingModalityMixin, ClassifierMixin, BaseEstimat
         self.input_size_ = int(self.stages[-1][0])
         return self
 
+    # -- persistence (pickle-free: skops stores the weights as numpy arrays) ---------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        net = state.pop("model_", None)
+        if net is not None:  # {name: array}: plain arrays, on prodcat's skops allow-list
+            state["model_weights_"] = {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        weights = state.pop("model_weights_", None)
+        self.__dict__.update(state)
+        if weights is not None:
+            self.model_ = self._rebuild(weights)
+
+    def _rebuild(self, weights: dict[str, np.ndarray]) -> Any:
+        """The fitted network from its weights: the architecture comes from ``backbone`` (never from a weights
+        file named in the saved state), the values from ``weights``."""
+        import torch
+
+        from prodcat.image.backbones import build_backbone
+        from prodcat.image.dcl import build_network
+
+        bb = build_backbone(self.backbone)
+        net = build_network(bb, len(self.classes_), dcl=self.dcl, regions=self.dcl_regions)
+        net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in weights.items()}, strict=True)
+        return net.eval()
+
     # -- inference ----------------------------------------------------------------------------------------------
     def predict_proba(self, X: Any) -> np.ndarray:
         """(n, C) softmax of the main head in ``classes_`` order; rows without a usable image get ``prior_``."""
