@@ -138,6 +138,24 @@ def test_checksum_mismatch_and_bad_digest(bundle: Path, demo_catalog: Path) -> N
     predict_refused(bundle, demo_catalog, "files['fusion.json'] is not a sha256 hex digest")
 
 
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda m: m.pop("classes"), "'classes' is not a list"),
+        (lambda m: m.update(models={"file": "model_0.skops"}), "'models' is not a list"),
+        (lambda m: m["models"][0].pop("role"), "models[0] has no name or role"),
+        (lambda m: m["files"].update({".hidden": "0" * 64}), "files names '.hidden'"),
+        (lambda m: m["files"].update({"model.sig": "0" * 64}), "files names 'model.sig'"),
+        (lambda m: m.update(config={"n_folds": "many"}), "unreadable fusion or config"),
+    ],
+)
+def test_malformed_manifest_is_one_clear_error(
+    bundle: Path, demo_catalog: Path, change: Callable[[dict[str, Any]], Any], message: str
+) -> None:
+    _edit_manifest(bundle, change)
+    predict_refused(bundle, demo_catalog, message)
+
+
 def test_backbone_fingerprints_are_recorded_and_checked(bundle: Path, demo_catalog: Path) -> None:
     fingerprints = [e["backbone_fingerprint"] for e in read_manifest(bundle)["models"]]
     assert all(fingerprints) and fingerprints[0].startswith("test-tiny")
@@ -220,7 +238,7 @@ def test_unsigned_or_foreign_signature_is_refused(
     verify = ("--verify-key", str(keys["ours.pub"]))
     predict_refused(bundle, demo_catalog, "unsigned bundle (no model.sig)", *verify)
     _sign(bundle, keys["theirs"])
-    predict_refused(bundle, demo_catalog, "signature check failed: Key mismatch", *verify)
+    predict_refused(bundle, demo_catalog, "Key mismatch", *verify)
 
 
 def test_tampered_signed_bundle_is_refused(bundle: Path, demo_catalog: Path, keys: dict[str, Path]) -> None:

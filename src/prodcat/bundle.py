@@ -35,7 +35,7 @@ import numpy as np
 from prodcat import __version__
 from prodcat.config import TrainConfig
 from prodcat.model import TrainedModel
-from prodcat.safe_io import UnsafeContentError, dumps_estimator, loads_estimator
+from prodcat.safe_io import UnsafeContentError, dumps_estimator, loads_estimator, one_line
 from prodcat.signing import SIGNATURE_FILE, SignatureError, sign_folder, verify_folder
 
 FORMAT = "prodcat-bundle"
@@ -170,7 +170,7 @@ def read_manifest(model_dir: str | Path) -> dict[str, Any]:
     try:
         manifest = json.loads(_read_regular(path, limit=MAX_MANIFEST_BYTES))
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
-        raise BundleError(f"{path}: unreadable manifest ({e})") from None
+        raise BundleError(f"{path}: unreadable manifest ({one_line(e)})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         got = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
         raise BundleError(f"{path}: not a prodcat bundle (format {got!r})")
@@ -192,6 +192,9 @@ def _check_shape(path: Path, manifest: dict[str, Any]) -> None:
         _check_name(path, name)
         if not (isinstance(digest, str) and _SHA256.fullmatch(digest)):
             raise BundleError(f"{path}: files[{name!r}] is not a sha256 hex digest")
+    classes = manifest.get("classes")
+    if not isinstance(classes, list) or len(classes) < 2 or not all(isinstance(c, str) for c in classes):
+        raise BundleError(f"{path}: manifest 'classes' is not a list of at least two labels")
     models = manifest.get("models")
     if not isinstance(models, list) or not all(isinstance(e, dict) for e in models):
         raise BundleError(f"{path}: manifest 'models' is not a list of entries")
@@ -291,7 +294,7 @@ def _load_estimator(folder: Path, manifest: dict[str, Any], entry: dict[str, Any
     try:
         current = _fingerprint(est)
     except (KeyError, TypeError, ValueError, ImportError) as e:
-        raise BundleError(f"{path}: its backbone cannot be built here ({e})") from None
+        raise BundleError(f"{path}: its backbone cannot be built here ({one_line(e)})") from None
     if current != recorded:
         raise BundleError(
             f"{path}: backbone fingerprint {recorded!r} at training, {current!r} installed: "
@@ -310,7 +313,7 @@ def _load_calibration(folder: Path, manifest: dict[str, Any]) -> Any:
     try:
         return Calibration.from_dict(json.loads(data), [str(c) for c in manifest["classes"]])
     except (json.JSONDecodeError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
-        raise BundleError(f"{folder / CALIBRATION_FILE}: unreadable calibration ({e})") from None
+        raise BundleError(f"{folder / CALIBRATION_FILE}: unreadable calibration ({one_line(e)})") from None
 
 
 def load_model(
@@ -345,7 +348,7 @@ def load_model(
     except BundleError:
         raise
     except (SafetensorError, ValueError, KeyError, TypeError) as e:
-        raise BundleError(f"{folder}: unreadable fusion or config ({e.__class__.__name__}: {e})") from None
+        raise BundleError(f"{folder}: unreadable fusion or config ({one_line(e)})") from None
     model = TrainedModel(
         classes=np.asarray(manifest["classes"]),
         models=models,

@@ -85,6 +85,12 @@ class UnsafeContentError(ValueError):
     """Saved estimator bytes that name refused types or cannot be read; the message says which."""
 
 
+def one_line(e: BaseException, *, limit: int = 400) -> str:
+    """``ClassName: message`` of ``e`` on one line (library messages span lines), at most ``limit`` characters."""
+    text = f"{e.__class__.__name__}: {' '.join(str(e).split())}"
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def strip_runtime(est: Any) -> Any:
     """A shallow copy of ``est`` without live resources (nested estimators are handled by skops)."""
     clean = copy.copy(est)
@@ -141,7 +147,7 @@ def audit(data: bytes, *, source: str = "data") -> set[str]:
     except UnsafeContentError:
         raise
     except (zipfile.BadZipFile, KeyError, ValueError, RecursionError, OSError) as e:
-        raise UnsafeContentError(f"{source}: not a saved estimator ({e.__class__.__name__}: {e})") from None
+        raise UnsafeContentError(f"{source}: not a saved estimator ({one_line(e)})") from None
     names: set[str] = set()
     for node in _nodes(schema):
         loader, module, cls = node.get("__loader__"), node.get("__module__"), node.get("__class__")
@@ -172,4 +178,4 @@ def loads_estimator(data: bytes, *, source: str = "data") -> Any:
         # every name was checked above; skops' own default trust list is a superset we do not rely on
         return sio.loads(data, trusted=sorted(names))
     except Exception as e:  # skops raises many types for incompatible content
-        raise UnsafeContentError(f"{source}: cannot load ({e.__class__.__name__}: {e})") from e
+        raise UnsafeContentError(f"{source}: cannot load ({one_line(e)})") from e

@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from prodcat.safe_io import one_line
+
 # The signature file inside the signed folder (the model-signing default name); not itself signed.
 SIGNATURE_FILE = "model.sig"
 
@@ -90,7 +92,7 @@ def sign_folder(
     except SignatureError:
         raise
     except Exception as e:  # the library raises ValueError/TypeError for keys it cannot use, OSError...
-        raise SignatureError(f"{folder}: cannot sign ({_one_line(e)})") from None
+        raise SignatureError(f"{folder}: cannot sign ({one_line(e)})") from None
     return folder / SIGNATURE_FILE
 
 
@@ -114,7 +116,7 @@ def verify_folder(folder: str | Path, trusted: str | Path) -> None:
     try:
         config.verify(folder, signature)
     except Exception as e:  # ValueError on mismatch; cryptography and protobuf errors on a forged file
-        raise SignatureError(f"{folder}: signature check failed: {_mismatch(e) or _one_line(e)}") from None
+        raise SignatureError(f"{folder}: signature check failed: {_mismatch(e) or one_line(e)}") from None
 
 
 def _mismatch(e: BaseException) -> str | None:
@@ -134,8 +136,3 @@ def _mismatch(e: BaseException) -> str | None:
         if found:
             parts.append(f"{label} since signing: {found.group(1) or found.group(2)}")
     return "; ".join(parts) or None
-
-
-def _one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split()) or e.__class__.__name__
-    return text if len(text) <= 400 else text[:400] + "..."
