@@ -13,7 +13,7 @@ precision (with its binomial SE) and coverage of the auto-accepted test products
 0.95 / 0.98 / 0.99.
 
 Rakuten (``--rakuten``): the real model outputs of ``model_outputs/split_a_val`` (all its models), 80/20 stratified
-splits with the same seeds: the default fusion is cross-fitted on the 80% (3 folds), temperature and acceptance
+splits with the same seeds: the default fusion is cross-fitted on the 80% (the default calibration folds), temperature and acceptance
 rules are learnt on those out-of-fold fused probabilities, the fusion is refit on the 80% and the rule is applied
 to the 20%, at targets 0.95 / 0.98 / 0.99 (``--rakuten-fusion logistic`` for a fast run).
 
@@ -110,7 +110,7 @@ def fashion(out: Path, seeds: list[int], target: float, tasks: list[str]) -> lis
 def rakuten(seeds: list[int], folder: Path, method: str) -> list[dict[str, Any]]:
     from prodcat.acceptance import coverage_at_precision, selective_scores
     from prodcat.calibration import calibration_scores
-    from prodcat.config import FusionConfig, build_fuser
+    from prodcat.config import CalibrationConfig, FusionConfig, build_fuser
     from prodcat.ensemble import labels_and_proba
     from prodcat.oof import align_proba
     from prodcat.splits import holdout_split
@@ -125,7 +125,8 @@ def rakuten(seeds: list[int], folder: Path, method: str) -> list[dict[str, Any]]
         tr, te = holdout_split(y_all, test_size=0.2, seed=seed)
         t0 = time.perf_counter()
         fuser = build_fuser(FusionConfig(method=method), n_models=len(files), seed=42)
-        oof = cross_fit_fuser(fuser, X_all[tr], y_all[tr], classes, variants={}, n_splits=3, seed=44)
+        folds = CalibrationConfig().n_folds
+        oof = cross_fit_fuser(fuser, X_all[tr], y_all[tr], classes, variants={}, n_splits=folds, seed=44)
         final = build_fuser(FusionConfig(method=method), n_models=len(files), seed=42).fit(
             X_all[tr], y_all[tr]
         )

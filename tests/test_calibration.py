@@ -138,11 +138,16 @@ def test_risk_coverage_curve_and_coverage_at_precision_on_a_hand_example() -> No
     assert coverage_at_precision(conf, ~right, 0.99)["coverage"] == 0.0
 
 
-def _calibrated_stream(n: int, C: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(confidence, correct, predicted class): class c's confidences ~ Beta(a_c, 1), right with that chance."""
+def _stream(
+    n: int, C: int, rng: np.random.Generator, *, skew: bool = True
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(confidence, correct, predicted class). With ``skew``, class c is right with probability conf ** k_c,
+    k_c from 4 (class 0: over-confident) down to 0.25 (last class: under-confident), so that per-class thresholds
+    pay; without, every class is calibrated (right with probability conf)."""
     pred = rng.integers(0, C, n)
-    conf = rng.beta(2.0 + 3.0 * pred, 1.0)  # higher classes are easier
-    return conf, rng.uniform(size=n) < conf, pred
+    conf = rng.beta(4.0, 1.0, n)
+    k = np.geomspace(4.0, 0.25, C)[pred] if skew else np.ones(n)
+    return conf, rng.uniform(size=n) < conf**k, pred
 
 
 @pytest.mark.parametrize("bound", ["clopper-pearson", "wilson"])
@@ -150,9 +155,9 @@ def _calibrated_stream(n: int, C: int, rng: np.random.Generator) -> tuple[np.nda
 def test_acceptance_rule_meets_the_target_on_fresh_rows(bound: str, target: float) -> None:
     rng = np.random.default_rng(4)
     rule = AcceptanceRule(target_precision=target, bound=bound, min_class_rows=500)
-    conf, right, pred = _calibrated_stream(6000, 4, rng)
+    conf, right, pred = _stream(6000, 4, rng)
     rule.fit(conf, right, pred, n_classes=4)
-    fresh = _calibrated_stream(20000, 4, rng)
+    fresh = _stream(20000, 4, rng)
     scores = selective_scores(rule.accept(fresh[0], fresh[2]), fresh[1])
     assert scores["coverage"] > 0.2
     assert scores["precision"] >= target - scores["precision_se"]
@@ -160,27 +165,39 @@ def test_acceptance_rule_meets_the_target_on_fresh_rows(bound: str, target: floa
     np.testing.assert_array_equal(rule.accept(conf, pred), conf >= rule.thresholds_[pred])
 
 
-def test_per_class_thresholds_follow_class_difficulty_and_small_classes_share_one() -> None:
+def test_per_class_thresholds_follow_class_calibration_and_small_classes_share_one() -> None:
     rng = np.random.default_rng(5)
-    conf, right, pred = _calibrated_stream(8000, 4, rng)
+    conf, right, pred = _stream(8000, 4, rng)
     pred[:40] = 4  # a fifth class with 40 rows: too few for its own threshold
-    rule = AcceptanceRule(target_precision=0.95, min_class_rows=300).fit(conf, right, pred, n_classes=5)
+    rule = AcceptanceRule(target_precision=0.9, min_class_rows=300).fit(conf, right, pred, n_classes=5)
     assert not rule.own_threshold_[4] and rule.thresholds_[4] == rule.global_threshold_
     own = np.flatnonzero(rule.own_threshold_)
-    easy, hard = own.max(), own.min()
-    assert rule.thresholds_[easy] < rule.thresholds_[hard]  # an easy class is accepted at a lower confidence
+    assert len(own) >= 2
+    # the under-confident class is accepted at a lower confidence than the over-confident one
+    assert rule.thresholds_[own.max()] < rule.thresholds_[own.min()]
+    assert rule.fit_scores_["coverage"] > rule.fit_scores_["coverage_one_threshold_candidate"]
+
+
+def test_one_threshold_wins_when_every_class_is_calibrated() -> None:
+    """Accepting the most confident rows first is then already the best order: per-class bounds only cost."""
+    conf, right, pred = _stream(8000, 4, np.random.default_rng(8), skew=False)
+    rule = AcceptanceRule(target_precision=0.9, min_class_rows=300).fit(conf, right, pred, n_classes=4)
+    assert not rule.own_threshold_.any()
+    assert (rule.thresholds_ == rule.global_threshold_).all()
+    assert rule.fit_scores_["coverage"] >= rule.fit_scores_["coverage_per_class_candidate"]
 
 
 def test_acceptance_rule_round_trips_and_rejects_bad_state() -> None:
     rng = np.random.default_rng(6)
-    conf, right, pred = _calibrated_stream(4000, 3, rng)
-    rule = AcceptanceRule(target_precision=0.9, min_class_rows=200).fit(conf, right, pred, n_classes=3)
-    classes = ["a", "b", "c"]
+    conf, right, pred = _stream(8000, 4, rng)
+    rule = AcceptanceRule(target_precision=0.9, min_class_rows=300).fit(conf, right, pred, n_classes=4)
+    assert rule.own_threshold_.any()
+    classes = ["a", "b", "c", "d"]
     back = AcceptanceRule.from_dict(rule.to_dict(classes), classes)
     np.testing.assert_array_equal(back.thresholds_, rule.thresholds_)
     np.testing.assert_array_equal(back.accept(conf, pred), rule.accept(conf, pred))
     with pytest.raises(ValueError, match="classes the model does not have"):
-        AcceptanceRule.from_dict(rule.to_dict(classes), ["a", "b"])
+        AcceptanceRule.from_dict(rule.to_dict(classes), ["z"])
     bad = rule.to_dict(classes)
     bad["global_threshold"] = "high"
     with pytest.raises(ValueError, match="threshold 'global'"):

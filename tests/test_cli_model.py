@@ -196,3 +196,21 @@ def test_report_of_a_model_without_calibration(model_dir: Path, demo_catalog: Pa
     assert "acceptance" not in metrics["calibration"]
     page = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert "no acceptance rule" in page and "Most confident errors" in page
+
+
+def test_server_answers_with_the_bundle_decision_and_confidence(model_dir: Path, demo_catalog: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from prodcat.bundle import load_bundle
+    from prodcat.serve import ServeSettings, create_app
+
+    predictor = load_bundle(model_dir)
+    demo = pd.read_csv(demo_catalog).head(8)
+    items = [{"id": str(r.id), "title": str(r.title)} for r in demo.itertuples()]
+    expected = predictor.predict_frame(pd.DataFrame(items).assign(description="", image=None))
+    with TestClient(create_app(predictor, settings=ServeSettings())) as client:
+        response = client.post("/predict/batch", json=items)
+    assert response.status_code == 200, response.text
+    preds = response.json()["predictions"]
+    assert [p["decision"] for p in preds] == expected["decision"].tolist()
+    assert [p["confidence"] for p in preds] == pytest.approx(expected["confidence"].tolist())

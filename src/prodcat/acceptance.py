@@ -13,7 +13,9 @@ it then wants as high as possible is the *coverage* (the share of products that 
   like 100% but only proves about 95% at the 95% level, so a small class cannot talk itself into auto-acceptance.
   Per-class thresholds are learnt for classes with enough rows whose own bound reaches the target; every other
   class shares one threshold learnt on their rows pooled. Each group of accepted rows thus meets the bound, and so
-  does their union.
+  does their union. Each class's bound costs a margin on its few rows, so this per-class rule is kept only when it
+  accepts more of the fitting rows than a single threshold on all rows (which pays one margin on many rows);
+  otherwise the single threshold is used for every class.
 """
 
 from __future__ import annotations
@@ -155,15 +157,16 @@ class AcceptanceRule(BaseEstimator):
     confidence_level : level of the one-sided lower bound on precision each threshold must clear.
     bound : ``"clopper-pearson"`` or ``"wilson"`` (see :func:`precision_lower_bound`).
     min_class_rows : a predicted class gets its own threshold when it has at least this many fitting rows and a
-        threshold on them clears the bound; the other classes share ``global_threshold_``.
+        threshold on them clears the bound; the other classes share ``global_threshold_``. The per-class rule is
+        kept only when it accepts more fitting rows than one threshold for all (see the module docstring).
 
     Attributes
     ----------
     thresholds_ : (C,) threshold per predicted class code (``inf``: never accepted).
     own_threshold_ : (C,) bool, whether the class's threshold was learnt on its own rows.
     global_threshold_ : the threshold learnt on the pooled rows of the classes without their own (on all rows when
-        every class has its own).
-    fit_scores_ : :func:`selective_scores` of the rule on its own fitting rows.
+        every class has its own, or when the single threshold won).
+    fit_scores_ : :func:`selective_scores` of the rule on its own fitting rows, and the coverage of both candidates.
     """
 
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
@@ -215,7 +218,18 @@ class AcceptanceRule(BaseEstimator):
             pooled = np.ones(len(pred), dtype=bool)
         self.global_threshold_ = self._threshold(conf[pooled], ok[pooled])
         self.thresholds_[~self.own_threshold_] = self.global_threshold_
-        self.fit_scores_ = selective_scores(self.accept(conf, pred), ok)
+        per_class = selective_scores(self.accept(conf, pred), ok)
+        # Each class's own bound costs a margin on its few rows; keep per-class thresholds only when they accept
+        # more of the fitting rows than one threshold on every row (both candidates clear the bound).
+        t_all = self._threshold(conf, ok)
+        one = selective_scores(conf >= t_all, ok)
+        if self.own_threshold_.any() and not per_class["accepted"] > one["accepted"]:
+            self.thresholds_[:], self.own_threshold_[:], self.global_threshold_ = t_all, False, t_all
+        self.fit_scores_ = {
+            **selective_scores(self.accept(conf, pred), ok),
+            "coverage_per_class_candidate": per_class["coverage"],
+            "coverage_one_threshold_candidate": one["coverage"],
+        }
         return self
 
     def accept(self, confidence: np.ndarray, predicted: np.ndarray) -> np.ndarray:
