@@ -179,7 +179,6 @@ def rakuten_no_photo(seeds: list[int], folder: Path, method: str, target: float)
     from prodcat.calibration import calibration_scores
     from prodcat.config import CalibrationConfig, FusionConfig, build_fuser
     from prodcat.ensemble import labels_and_proba
-    from prodcat.missing import class_prior
     from prodcat.oof import align_proba
     from prodcat.splits import holdout_split
     from prodcat.trust import TrustOptions, cross_fit_fuser, fit_calibration
@@ -193,7 +192,8 @@ def rakuten_no_photo(seeds: list[int], folder: Path, method: str, target: float)
     results = []
     for seed in seeds:
         tr, te = holdout_split(y_all, test_size=0.2, seed=seed)
-        values = np.tile(class_prior(y_all[tr], classes), len(files))
+        prior = np.bincount([pos[v] for v in y_all[tr].tolist()], minlength=len(classes)) / len(tr)
+        values = np.tile(prior, len(files))  # (m*C,): every block the prior; only the image columns are used
         fuser = build_fuser(FusionConfig(method=method), n_models=len(files), seed=42)
         oof = cross_fit_fuser(
             fuser, X_all[tr], y_all[tr], classes, variants={"no-image": (cols, values)},
