@@ -99,10 +99,34 @@ def strip_runtime(est: Any) -> Any:
     return clean
 
 
+def _skops_io() -> Any:
+    """:mod:`skops.io`, imported without walking every scikit-learn estimator.
+
+    On import, skops builds its default trust list of scikit-learn estimators with
+    :func:`sklearn.utils.all_estimators`, which imports every scikit-learn module (pytest and, through
+    ``sklearn.externals.array_api_compat.torch``, torch: seconds before the first prediction). prodcat never
+    relies on that default list: :func:`loads_estimator` passes the exact names that :func:`audit` checked
+    against :data:`ALLOWED`, so the walk is replaced by an empty list for the duration of the import (skops'
+    own default trust then only shrinks, never grows).
+    """
+    import sys
+
+    if "skops.io" in sys.modules:
+        return sys.modules["skops.io"]
+    import sklearn.utils
+
+    walk = sklearn.utils.all_estimators
+    sklearn.utils.all_estimators = lambda type_filter=None: []
+    try:
+        import skops.io
+    finally:
+        sklearn.utils.all_estimators = walk
+    return skops.io
+
+
 def dumps_estimator(est: Any) -> bytes:
     """``est`` (without its live resources) as skops bytes."""
-    import skops.io as sio
-
+    sio = _skops_io()
     return bytes(sio.dumps(strip_runtime(est)))
 
 
@@ -171,8 +195,7 @@ def _allowed_anywhere(name: str) -> bool:
 def loads_estimator(data: bytes, *, source: str = "data") -> Any:
     """The estimator in skops ``data`` after :func:`audit`; :class:`UnsafeContentError` naming ``source`` if
     refused or unreadable."""
-    import skops.io as sio
-
+    sio = _skops_io()
     names = audit(data, source=source)
     try:
         # every name was checked above; skops' own default trust list is a superset we do not rely on

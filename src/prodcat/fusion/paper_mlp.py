@@ -54,6 +54,22 @@ def _forward(params: list[Any], x: Any) -> Any:
     return h
 
 
+def forward_numpy(weights: Sequence[np.ndarray], x: np.ndarray) -> np.ndarray:
+    """(K, n, C) float64 softmax of the K stacked nets ``weights`` (as :func:`_forward`'s ``params``) on shared
+    rows ``x`` (n, d) float32: the torch forward pass in numpy, same float32 arithmetic, so that prediction
+    and serving need no torch (torch trains the nets only)."""
+    h = np.asarray(x, dtype=np.float32)[None]  # (1, n, d), broadcast over the K nets
+    for i in range(0, len(weights), 2):
+        h = np.matmul(h, weights[i]) + weights[i + 1][:, None, :]  # (K, n, h)
+        if i + 2 < len(weights):
+            h = np.maximum(h, 0)
+    z = h.astype(np.float64)
+    z -= z.max(axis=2, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=2, keepdims=True)
+    return z
+
+
 def _fold_batches(folds: list[np.ndarray], batch_size: int, gen: Any) -> tuple[Any, Any]:
     """One epoch of minibatches for K nets at once: indices (S, K, B) and a 0/1 mask (S, K, B).
 
@@ -223,12 +239,8 @@ class PaperMLPFusion(DecisionFusion):
         self.best_epochs_ = epochs
 
     def _net_probas(self, X: np.ndarray) -> np.ndarray:
-        import torch
-
-        with torch_threads(self.n_threads), torch.no_grad():
-            params = [torch.as_tensor(w) for w in self.weights_]
-            logits = _forward(params, torch.as_tensor(self._inputs(X)))  # (K, n, C)
-            return torch.softmax(logits, dim=2).double().numpy()
+        """(K, n, C) softmax of each net, in numpy: prediction needs no torch (see :func:`forward_numpy`)."""
+        return forward_numpy(self.weights_, self._inputs(X))
 
     def _proba(self, X: np.ndarray) -> np.ndarray:
         return self._net_probas(X).mean(0)
