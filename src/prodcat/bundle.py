@@ -141,6 +141,7 @@ def save_bundle(
         "fusion": {"method": model.config.fusion.method, "class": meta.get("class")},
         "config": json.loads(model.config.model_dump_json()),
         "metrics": model.metrics,
+        "taxonomy": _taxonomy_state(model),
         "input_schema": input_schema or {"columns": ["id", "title", "description", "image"]},
         "files": {f: _sha256(out / f) for f in files},
     }
@@ -357,7 +358,29 @@ def load_model(
         metrics=manifest.get("metrics", {}),
         calibration=_load_calibration(folder, manifest),
     )
+    if manifest.get("taxonomy"):
+        from prodcat.taxonomy import Taxonomy
+
+        state = manifest["taxonomy"]
+        model.taxonomy = Taxonomy.from_dict(state)
+        if state.get("thresholds") is not None:  # null stands for inf (a level never decided)
+            model.thresholds = np.array(
+                [np.inf if t is None else t for t in state["thresholds"]], dtype=float
+            )
     return model, manifest
+
+
+def _taxonomy_state(model: TrainedModel) -> dict[str, Any] | None:
+    """The manifest's ``taxonomy``: levels, separator, each leaf's path, the back-off thresholds (JSON has no
+    infinity: a level never decided is null)."""
+    if model.taxonomy is None:
+        return None
+    thresholds = (
+        None
+        if model.thresholds is None
+        else [None if not np.isfinite(t) else float(t) for t in model.thresholds]
+    )
+    return {**model.taxonomy.to_dict(), "thresholds": thresholds}
 
 
 def sign_bundle(model_dir: str | Path, private_key: str | Path, **options: Any) -> Path:

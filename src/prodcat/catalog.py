@@ -7,9 +7,14 @@ Every reader returns the same in-memory schema (a DataFrame) plus a :class:`Read
 ``title``      str, cleaned (may be "")
 ``description`` str, cleaned (may be "")
 ``image``      str absolute path, or None when the row names no image
-``label``      str, or None for unlabelled catalogs
-...            passthrough columns, unchanged
+``label``      str, or None for unlabelled catalogs (the leaf of a taxonomy; a path label is
+               rewritten canonically: parts stripped, joined with the separator)
+...            passthrough columns, unchanged (taxonomy parent columns among them)
 =============  ==========================================================================
+
+A catalog may name its category tree (:mod:`prodcat.taxonomy`): parent columns, coarse to fine
+(``taxonomy_columns``), or path labels split on ``path_separator``. The reader checks that the labels form a
+tree (a leaf under two parents is an error naming the rows); :func:`catalog_taxonomy` builds the tree.
 
 Fatal problems (missing columns, duplicate ids, empty labels, undecodable text) raise :class:`CatalogError` naming
 the rows. Missing image files and empty texts are not fatal: they are counted in the report and the row is kept as a
@@ -28,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from prodcat.image.decode import is_url
+from prodcat.taxonomy import Taxonomy, TaxonomyError, canonical_path
 from prodcat.text.clean import clean_text, join_texts
 
 SCHEMA = ("id", "title", "description", "image", "label")
@@ -156,8 +162,11 @@ def normalise(
     image_column: str | None = None,
     id_column: str | None = None,
     require_label: bool = False,
+    taxonomy_columns: Sequence[str] | None = None,
+    path_separator: str | None = None,
 ) -> tuple[pd.DataFrame, ReadReport]:
-    """Map a raw table onto the catalog schema, clean texts, resolve image paths and validate."""
+    """Map a raw table onto the catalog schema, clean texts, resolve image paths and validate (the taxonomy
+    too, when the catalog is labelled and names one)."""
     cols = [str(c) for c in raw.columns]
     raw = raw.set_axis(cols, axis=1).reset_index(drop=True)
     if text_columns:
@@ -190,7 +199,52 @@ def normalise(
     for c in cols:
         if c not in used and c not in SCHEMA:
             df[c] = raw[c]
-    return df, _validate(df, source, has_label=label_col is not None, no_image_column=image_col is None)
+    report = _validate(df, source, has_label=label_col is not None, no_image_column=image_col is None)
+    if label_col is not None and (taxonomy_columns or path_separator):
+        if path_separator:
+            df["label"] = _canonical_paths(df, path_separator, source)
+        catalog_taxonomy(df, taxonomy_columns=taxonomy_columns, path_separator=path_separator, source=source)
+    return df, report
+
+
+def _canonical_paths(df: pd.DataFrame, separator: str, source: Path) -> pd.Series:
+    paths = df["label"].map(lambda v: canonical_path(v, separator))
+    bad = paths.isna().to_numpy()
+    if bad.any():
+        raise CatalogError(
+            f"{source}: path label with an empty part (separator {separator!r}) in {_row_names(df, bad)}"
+        )
+    return paths
+
+
+def catalog_taxonomy(
+    df: pd.DataFrame,
+    *,
+    taxonomy_columns: Sequence[str] | None = None,
+    path_separator: str | None = None,
+    source: str | Path = "catalog",
+) -> Taxonomy | None:
+    """The category tree of a labelled catalog (parent columns or path labels), None when it names none.
+
+    Raises :class:`CatalogError` naming the rows (position and id) when the labels do not form a tree.
+    """
+    if taxonomy_columns and path_separator:
+        raise CatalogError(f"{source}: give taxonomy columns or a path separator, not both")
+    try:
+        if taxonomy_columns:
+            missing = [c for c in taxonomy_columns if c not in df.columns]
+            if missing:
+                raise CatalogError(
+                    f"{source}: taxonomy column(s) {missing} not found; columns are: {', '.join(map(str, df.columns))}"
+                )
+            return Taxonomy.from_columns(df, list(taxonomy_columns))
+        if path_separator:
+            return Taxonomy.from_paths(df["label"].tolist(), path_separator)
+    except TaxonomyError as e:
+        mask = np.zeros(len(df), dtype=bool)
+        mask[e.rows] = True
+        raise CatalogError(f"{source}: {e}: {_row_names(df, mask)}") from None
+    return None
 
 
 def _label_str(v: object) -> str | None:
@@ -256,11 +310,15 @@ def read_catalog(
     encoding: str | None = None,
     split: str = "train",
     require_label: bool = False,
+    taxonomy_columns: Sequence[str] | None = None,
+    path_separator: str | None = None,
 ) -> tuple[pd.DataFrame, ReadReport]:
     """Read a catalog file (CSV/TSV/Parquet) or a Rakuten challenge folder into the catalog schema.
 
     Image paths relative to the catalog file's folder are resolved. ``text_columns``: the first is the title, the
     others are joined (" - ") into the description. Without a mapping, common column names are recognised.
+    ``taxonomy_columns`` (parent columns, coarse to fine) or ``path_separator`` (path labels) name the category
+    tree; it is checked when the catalog is labelled.
     """
     path = Path(path)
     if path.is_dir():
@@ -275,6 +333,8 @@ def read_catalog(
         image_column=image_column,
         id_column=id_column,
         require_label=require_label,
+        taxonomy_columns=taxonomy_columns,
+        path_separator=path_separator,
     )
 
 

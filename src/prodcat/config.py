@@ -34,6 +34,17 @@ class ColumnsConfig(BaseModel):
     image_column: str | None = None
     id_column: str | None = None
     encoding: str | None = None
+    # Category tree (README, "Taxonomy"): parent columns coarse to fine, the label being the leaf ...
+    taxonomy_columns: list[str] | None = None
+    # ... or path labels ("Footwear > Shoes > Casual Shoes") split on this separator. Not both.
+    path_separator: str | None = None
+
+    @field_validator("path_separator")
+    @classmethod
+    def _separator(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("path_separator must hold a visible character (e.g. ' > ')")
+        return v
 
 
 class NoiseConfig(BaseModel):
@@ -105,7 +116,9 @@ class TrainConfig(BaseModel):
     fusion_holdout: float = 0.1
     noise: NoiseConfig = Field(default_factory=NoiseConfig)
     fusion: FusionConfig = Field(default_factory=FusionConfig)
-    # Precision the auto-accepted products must reach (`decision: auto`); the rest go to review.
+    # Precision the auto-accepted products must reach (`decision: auto`); the rest go to review. With a taxonomy
+    # (columns.taxonomy_columns / path_separator) it is also the back-off's target: a product whose leaf is uncertain
+    # is decided at the deepest level of its predicted path that meets it (README, "Taxonomy").
     target_precision: float = 0.98
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
     # Embedding / probability cache: "auto" ($PRODCAT_CACHE_DIR or ~/.cache/prodcat), a folder, or null for none.

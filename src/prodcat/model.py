@@ -15,6 +15,7 @@ import pandas as pd
 from prodcat.config import TrainConfig
 from prodcat.evaluate import bootstrap_ci
 from prodcat.oof import align_proba
+from prodcat.taxonomy import Taxonomy, back_off, taxonomy_metrics
 
 
 @dataclass
@@ -28,6 +29,10 @@ class TrainedModel:
     metrics: dict[str, Any] = field(default_factory=dict)
     # prodcat.trust.Calibration: temperatures and acceptance rules; None when not learnt (older bundles)
     calibration: Any = None
+    # Category tree over ``classes`` (leaves in ``classes`` order) and the back-off's per-level thresholds
+    # (``inf``: the level is never decided), when the catalog named a taxonomy.
+    taxonomy: Taxonomy | None = None
+    thresholds: np.ndarray | None = None
 
     def model_probas(self, df: pd.DataFrame) -> list[np.ndarray]:
         """Each modality model's (n, C) probabilities in ``classes`` order."""
@@ -77,6 +82,37 @@ def evaluate_models(model: TrainedModel, df: pd.DataFrame, y: np.ndarray) -> dic
     for role in ("text", "image"):
         scores = [s["macro_f1"] for k, s in per_model.items() if k.startswith(role + ":")]
         per_modality[role] = max(scores) if scores else None
-    fused = score_labels(y, model.predict(df), seed=seed)
+    pred = model.predict(df)
+    fused = score_labels(y, pred, seed=seed)
     per_modality["fusion"] = fused["macro_f1"]
-    return {**fused, "per_modality": per_modality, "per_model": per_model}
+    out = {**fused, "per_modality": per_modality, "per_model": per_model}
+    if model.taxonomy is not None:
+        out["taxonomy"] = hierarchy_scores(model, y, pred, model.predict_proba(df))
+    return out
+
+
+def hierarchy_scores(
+    model: TrainedModel, y: np.ndarray, pred: np.ndarray, proba: np.ndarray
+) -> dict[str, Any]:
+    """Per-level and hierarchical metrics of predicted leaves ``pred`` and, with back-off thresholds, how the
+    products were decided (share and precision per decided level, at ``config.target_precision``)."""
+    tax = model.taxonomy
+    assert tax is not None
+    known = np.isin(y, tax.leaves)  # a leaf never seen in training has no place in the tree
+    out = taxonomy_metrics(y[known], pred[known], tax)
+    out["unknown_leaves"] = int((~known).sum())
+    if model.thresholds is not None and known.any():
+        level, label = back_off(proba[known], tax, model.thresholds, leaf=tax.leaf_index(pred[known]))
+        truth = y[known]
+        decided: dict[str, Any] = {}
+        for j, name in enumerate(("none", *tax.levels)):
+            rows = level == j - 1
+            right = [
+                lab == tax.ancestors([t], j - 1)[0] for lab, t in zip(label[rows], truth[rows], strict=True)
+            ]
+            decided[name] = {
+                "share": float(rows.mean()),
+                "precision": float(np.mean(right)) if j and rows.any() else None,
+            }
+        out["back_off"] = {"target_precision": model.config.target_precision, "decided": decided}
+    return out

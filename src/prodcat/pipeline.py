@@ -31,6 +31,7 @@ from prodcat.model import TrainedModel, evaluate_models
 from prodcat.oof import align_proba, oof_predict_proba
 from prodcat.safe_io import UnsafeContentError, dumps_estimator, loads_estimator
 from prodcat.splits import holdout_split, smallest_class
+from prodcat.taxonomy import Taxonomy, learn_thresholds
 
 log = logging.getLogger(__name__)
 
@@ -228,6 +229,49 @@ def _checked(est: Any) -> Any:
     return est
 
 
+def _taxonomy(df: pd.DataFrame, config: TrainConfig) -> Taxonomy | None:
+    from prodcat.catalog import catalog_taxonomy
+
+    cols = config.columns
+    return catalog_taxonomy(df, taxonomy_columns=cols.taxonomy_columns, path_separator=cols.path_separator)
+
+
+def _back_off_thresholds(
+    taxonomy: Taxonomy,
+    X: np.ndarray,
+    y: np.ndarray,
+    config: TrainConfig,
+    *,
+    fused: np.ndarray | None,
+    progress: bool,
+) -> np.ndarray:
+    """Per-level back-off thresholds learned on out-of-fold fused probabilities ``fused`` (n, C): the
+    calibration stage's (issue 17), or, with calibration off, the fuser cross-fitted here on 3 folds of its own
+    rows (each fold refits it with the full class list); same bound and confidence as the acceptance rule."""
+    cal = config.calibration
+    if fused is not None:
+        return learn_thresholds(
+            fused, y, taxonomy, target_precision=config.target_precision, confidence=cal.confidence_level,
+            bound=cal.bound,
+        )  # fmt: skip
+    from prodcat.config import FusionConfig
+    from prodcat.splits import kfold_indices
+
+    classes = taxonomy.leaves
+    spec = FusionConfig(
+        method=config.fusion.method, params={**config.fusion.params, "classes": list(classes)}
+    )
+    oof = np.zeros((len(y), len(classes)))
+    _log(progress, "[back-off] fuser cross-fitted on 3 folds")
+    for tr, te in kfold_indices(y, n_splits=3, seed=config.seed, strict=False):
+        fuser = build_fuser(spec, n_models=X.shape[1] // len(classes), seed=config.seed).fit(X[tr], y[tr])
+        oof[te] = align_proba(fuser.predict_proba(X[te]), fuser.classes_, classes)
+    return learn_thresholds(
+        oof, y, taxonomy, target_precision=config.target_precision, confidence=cal.confidence_level,
+        bound=cal.bound,
+    )  # fmt: skip
+
+
 def train(df: pd.DataFrame, config: TrainConfig, *, progress: bool = True) -> TrainedModel:
     """Train the configured text and image models, the noise cleaning and the fusion on catalog ``df``.
 
@@ -237,6 +281,7 @@ def train(df: pd.DataFrame, config: TrainConfig, *, progress: bool = True) -> Tr
     if df["label"].isna().any():
         raise ValueError("training needs a label for every product")
     y_all = df["label"].astype(str).to_numpy()
+    taxonomy = _taxonomy(df, config)  # a catalog whose labels are not a tree fails before any training
     timings: dict[str, float] = {}
     start = time.perf_counter()
     if config.validation_fraction > 0:
@@ -296,16 +341,26 @@ def train(df: pd.DataFrame, config: TrainConfig, *, progress: bool = True) -> Tr
         "timings_s": timings,
         "noise": noise_info,
     }
+    fused: np.ndarray | None = None  # out-of-fold fused probabilities (n_fuse, C), from the calibration stage
     if config.calibration.enabled:
         t0 = time.perf_counter()
         _log(progress, f"[calibration] {config.calibration.n_folds}-fold cross-fitting of the fusion")
         fuse_df = train_df.iloc[fuse_idx].reset_index(drop=True)
-        from prodcat.trust import calibrate_fusion
+        from prodcat.trust import calibrate_fusion, fused_oof
 
+        oof = fused_oof(model, np.hstack(fuse_inputs), y[fuse_idx], config, cached=_cached)
         model.calibration, model.metrics["calibration"] = calibrate_fusion(
-            model, np.hstack(fuse_inputs), y[fuse_idx], fuse_df, config, cached=_cached
+            model, np.hstack(fuse_inputs), y[fuse_idx], fuse_df, config, cached=_cached, oof=oof
         )
         timings["calibration"] = round(time.perf_counter() - t0, 2)
+        fused = oof[""][0]
+    if taxonomy is not None:  # back-off thresholds on the same out-of-fold fused probabilities
+        t0 = time.perf_counter()
+        model.taxonomy = taxonomy.subset(classes)
+        model.thresholds = _back_off_thresholds(
+            model.taxonomy, np.hstack(fuse_inputs), y[fuse_idx], config, fused=fused, progress=progress
+        )
+        timings["back_off"] = round(time.perf_counter() - t0, 2)
     timings["total"] = round(time.perf_counter() - start, 2)
     if len(va_idx):
         val_df = df.iloc[va_idx].reset_index(drop=True)

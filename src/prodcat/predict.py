@@ -96,7 +96,7 @@ class Predictor:
             else np.array([self.classes.index(lab) for lab in labels])
         )
         confidence, accepted = self._trust(fused, label_idx, text_ok, image_ok)
-        return pd.DataFrame(
+        out = pd.DataFrame(
             {
                 "id": df["id"].astype(str).to_numpy(),
                 "label": labels,
@@ -110,6 +110,9 @@ class Predictor:
                 "image_error": image_err,
             }
         )
+        if self.model.taxonomy is not None:
+            out = _with_path(out, self.model, fused, label_idx)
+        return out
 
     def _trust(
         self, fused: np.ndarray, label_idx: np.ndarray, text_ok: np.ndarray, image_ok: np.ndarray
@@ -125,6 +128,34 @@ class Predictor:
         groups = availability_groups(available, len(fused))
         _, confidence, accepted = calibration.apply(fused, label_idx, groups)
         return confidence, accepted
+
+
+def _with_path(out: pd.DataFrame, model: TrainedModel, fused: np.ndarray, leaf: np.ndarray) -> pd.DataFrame:
+    """Add ``path`` (per level, coarse to fine: ``{"level", "label", "probability"}`` of the predicted leaf's
+    ancestor; a parent's probability is the sum of its leaves') and, with back-off thresholds, ``decided_level``
+    (level name, or None when no level meets the target precision) and ``decided_label``."""
+    from prodcat.taxonomy import back_off
+
+    tax = model.taxonomy
+    assert tax is not None
+    probs = tax.path_proba(fused, leaf)  # (n, L)
+    names = tax.paths[leaf]  # (n, L)
+    out["path"] = pd.Series(
+        [
+            [
+                {"level": lvl, "label": str(lab), "probability": float(p)}
+                for lvl, lab, p in zip(tax.levels, r, q, strict=True)
+            ]
+            for r, q in zip(names, probs, strict=True)
+        ],
+        index=out.index,
+        dtype=object,
+    )
+    if model.thresholds is not None:
+        level, label = back_off(fused, tax, model.thresholds, leaf=leaf)
+        out["decided_level"] = [tax.levels[j] if j >= 0 else None for j in level]
+        out["decided_label"] = label
+    return out
 
 
 def warm_up(predictor: Any) -> None:
@@ -190,9 +221,18 @@ def _image_status(
 
 
 def flatten(pred: pd.DataFrame) -> pd.DataFrame:
-    """Top-k lists as columns ``top1_label, top1_probability, ...`` (for CSV and Parquet files)."""
-    out = pred.drop(columns=["top_labels", "top_probabilities"])
+    """Top-k lists as columns ``top1_label, top1_probability, ...`` and a taxonomy path as ``<level>,
+    <level>_probability`` per level above the leaf (for CSV and Parquet files)."""
+    out = pred.drop(columns=["top_labels", "top_probabilities", "path"], errors="ignore")
     out["image_error"] = out["image_error"].astype("string")  # stable type even for an all-None chunk
+    for col in ("decided_level", "decided_label"):
+        if col in out:
+            out[col] = out[col].astype("string")
+    if "path" in pred and len(pred):  # one label and one probability column per level above the leaf
+        first: list[dict[str, Any]] = pred["path"].tolist()[0]
+        for j, step in enumerate(first[:-1]):
+            out[step["level"]] = [p[j]["label"] for p in pred["path"]]
+            out[f"{step['level']}_probability"] = [p[j]["probability"] for p in pred["path"]]
     k = max((len(v) for v in pred["top_labels"]), default=0)
     for j in range(k):
         out[f"top{j + 1}_label"] = [v[j] if j < len(v) else None for v in pred["top_labels"]]

@@ -330,25 +330,25 @@ def review_order(frame: pd.DataFrame, class_counts: dict[str, int]) -> pd.DataFr
     return queue.drop(columns=["_freq", "_pos"]).reset_index(drop=True)
 
 
-def calibrate_fusion(
-    model: TrainedModel, X: np.ndarray, y: np.ndarray, df: pd.DataFrame, config: TrainConfig, *, cached: Any
-) -> tuple[Calibration, dict[str, Any]]:
-    """The calibration and acceptance stage (:mod:`prodcat.trust`) on the fusion's inputs ``X`` (n, m*C), their
-    labels ``y`` and catalog rows ``df``; the cross-fitted fused probabilities come from the training cache when
-    the same fusion, inputs and folds were computed before."""
+def fused_oof(
+    model: TrainedModel, X: np.ndarray, y: np.ndarray, config: TrainConfig, *, cached: Any
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The fuser cross-fitted on ``calibration.n_folds`` folds of its inputs ``X`` (n, m*C) and labels ``y``:
+    :func:`cross_fit_fuser`'s out-of-fold fused probabilities and labels (``""``: the rows as they are; the
+    blanked variants), from the training cache when the same fusion, inputs and folds were computed before."""
     import joblib
 
     import prodcat
 
     cal, classes = config.calibration, model.classes
-    variants, blanked = blank_variants(model.models, classes)
+    variants, _ = blank_variants(model.models, classes)
 
     def run() -> dict[str, tuple[np.ndarray, np.ndarray]]:
         return cross_fit_fuser(
             model.fuser, X, y, classes, variants=variants, n_splits=cal.n_folds, seed=config.seed + 2
         )
 
-    oof = cached(
+    return cached(  # type: ignore[no-any-return]
         config,
         "calibration",
         lambda: str(
@@ -368,6 +368,23 @@ def calibrate_fusion(
         lambda res: {f"{n or 'real'}.{i}": a for n, arrays in res.items() for i, a in enumerate(arrays)},
         lambda hit: {n: (hit[f"{n or 'real'}.0"], hit[f"{n or 'real'}.1"]) for n in ["", *variants]},
     )
+
+
+def calibrate_fusion(
+    model: TrainedModel,
+    X: np.ndarray,
+    y: np.ndarray,
+    df: pd.DataFrame,
+    config: TrainConfig,
+    *,
+    cached: Any,
+    oof: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+) -> tuple[Calibration, dict[str, Any]]:
+    """The calibration and acceptance stage (:mod:`prodcat.trust`) on the fusion's inputs ``X`` (n, m*C), their
+    labels ``y`` and catalog rows ``df``; ``oof``: :func:`fused_oof` (computed here when not given)."""
+    cal, classes = config.calibration, model.classes
+    _, blanked = blank_variants(model.models, classes)
+    oof = fused_oof(model, X, y, config, cached=cached) if oof is None else oof
     y_codes = np.searchsorted(classes, y)  # classes = np.unique(training labels): sorted
     knobs = cal.model_dump(include={"confidence_level", "bound", "min_class_rows", "min_group_rows"})
     options = TrustOptions(target_precision=config.target_precision, **knobs)

@@ -31,6 +31,18 @@ ImageCol = Annotated[
     str | None, typer.Option("--image-column", help="Image path column, relative to the catalog.")
 ]
 IdCol = Annotated[str | None, typer.Option("--id-column", help="Unique product id column.")]
+TaxonomyCols = Annotated[
+    str | None,
+    typer.Option(
+        "--taxonomy-columns",
+        help="Comma-separated parent category columns, coarse to fine (the label is the leaf), e.g. "
+        "master_category,sub_category.",
+    ),
+]
+PathSep = Annotated[
+    str | None,
+    typer.Option("--path-separator", help='Labels are category paths split on this, e.g. " > ".'),
+]
 Encoding = Annotated[
     str | None, typer.Option("--encoding", help="Text encoding of CSV/TSV files (default UTF-8).")
 ]

@@ -15,6 +15,8 @@ from prodcat.commands.common import (
     IdCol,
     ImageCol,
     LabelCol,
+    PathSep,
+    TaxonomyCols,
     TextCols,
     VerifyKey,
     fail,
@@ -39,6 +41,8 @@ def train(
     image_column: ImageCol = None,
     id_column: IdCol = None,
     encoding: Encoding = None,
+    taxonomy_columns: TaxonomyCols = None,
+    path_separator: PathSep = None,
     fusion: Annotated[str | None, typer.Option(help="Fusion method (overrides the config).")] = None,
     n_folds: Annotated[int | None, typer.Option(help="Out-of-fold folds (overrides the config).")] = None,
     validation_fraction: Annotated[
@@ -78,6 +82,10 @@ def train(
         "columns.image_column": image_column,
         "columns.id_column": id_column,
         "columns.encoding": encoding,
+        "columns.taxonomy_columns": [c.strip() for c in taxonomy_columns.split(",") if c.strip()]
+        if taxonomy_columns
+        else None,
+        "columns.path_separator": path_separator,
     }
     try:
         cfg = load_config(config, **overrides)

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from prodcat.image.decode import decode_image
-from prodcat.serve.schemas import LabelScore, Prediction, PredictRequest, ServeSettings
+from prodcat.serve.schemas import LabelScore, PathStep, Prediction, PredictRequest, ServeSettings
 
 _DATA_URL = re.compile(r"data:[\w.+/-]*(?:;[\w.+=-]+)*;base64,", re.IGNORECASE)
 FORM_FIELDS = ("id", "title", "description")
@@ -204,15 +204,19 @@ _OUTPUT_COLUMNS = (
     "image_available",
     "image_error",
 )
+_TAXONOMY_COLUMNS = ("path", "decided_level", "decided_label")  # present when the model has a taxonomy
 
 
 def to_predictions(out: pd.DataFrame, rows: list[Row], top_k: int) -> list[Prediction]:
     """The predictor's output rows (aligned with ``rows``) as response models, ``top_k`` classes each."""
     columns = [out[c].tolist() for c in _OUTPUT_COLUMNS]  # column-wise: far cheaper than to_dict("records")
+    taxonomy = [out[c].tolist() if c in out else [None] * len(out) for c in _TAXONOMY_COLUMNS]
     preds = []
-    for row, (label, proba, confidence, decision, labels, probas, text_ok, image_ok, error) in zip(
-        rows, zip(*columns, strict=True), strict=True
-    ):
+    for row, (label, proba, confidence, decision, labels, probas, text_ok, image_ok, error), (
+        path,
+        level,
+        decided,
+    ) in zip(rows, zip(*columns, strict=True), zip(*taxonomy, strict=True), strict=True):
         top = zip(list(labels)[:top_k], list(probas)[:top_k], strict=True)
         preds.append(
             Prediction(
@@ -225,6 +229,9 @@ def to_predictions(out: pd.DataFrame, rows: list[Row], top_k: int) -> list[Predi
                 text_available=bool(text_ok),
                 image_available=bool(image_ok),
                 image_error=row.image_error or (error if isinstance(error, str) else None),
+                path=None if path is None else [PathStep(**step) for step in path],
+                decided_level=level,
+                decided_label=decided,
             )
         )
     return preds

@@ -112,6 +112,12 @@ class LabelScore(BaseModel):
     probability: float
 
 
+class PathStep(BaseModel):
+    level: str = Field(description="Taxonomy level name, coarse to fine.")
+    label: str = Field(description="The predicted leaf's ancestor at this level.")
+    probability: float = Field(description="Sum of the probabilities of its leaves, in [0, 1].")
+
+
 class Prediction(BaseModel):
     """The model's answer for one product."""
 
@@ -133,6 +139,16 @@ class Prediction(BaseModel):
         description="Why no image was used ('no image' when none was sent, or why it was unusable with "
         "bad_image='ignore'); null when it was used.",
     )
+    path: list[PathStep] | None = Field(
+        default=None,
+        description="With a taxonomy: the predicted leaf's path, coarse to fine (the last step is `label`).",
+    )
+    decided_level: str | None = Field(
+        default=None,
+        description="With a taxonomy: the deepest level of `path` that meets the model's target precision "
+        "(null: none does; send to review).",
+    )
+    decided_label: str | None = Field(default=None, description="The category decided at `decided_level`.")
 
 
 class BatchResponse(BaseModel):
