@@ -351,3 +351,19 @@ def test_bad_parameters_are_named_before_fitting(name: str, params: dict, messag
 def test_fit_checks_the_parameters_first(data: dict[str, np.ndarray]) -> None:
     with pytest.raises(ValueError, match="'epochs' parameter"):
         PaperMLPFusion(epochs=0).fit(data["good"], data["y"])
+
+
+def test_default_ensemble_leaves_out_fusers_that_explode_with_the_class_count() -> None:
+    from prodcat.config import FusionConfig, build_fuser
+    from prodcat.fusion import DEFAULT_MEMBERS, default_members
+
+    assert default_members(None) == DEFAULT_MEMBERS == default_members(55)
+    assert default_members(101) == "mean"
+    small = build_fuser(FusionConfig(method="ensemble"), n_models=2, seed=0, n_classes=55)
+    large = build_fuser(FusionConfig(method="ensemble"), n_models=2, seed=0, n_classes=1000)
+    assert len(small.estimators) == 3
+    assert [name for name, _ in large.estimators] == ["0:mean"]
+    explicit = build_fuser(
+        FusionConfig(method="ensemble", params={"members": "gbdt"}), n_models=2, seed=0, n_classes=1000
+    )
+    assert [name for name, _ in explicit.estimators] == ["0:gbdt"]  # an explicit choice is kept

@@ -193,9 +193,14 @@ def build_model(spec: ModelSpec, *, modality: str, cache_dir: str | None, seed: 
     return est.set_params(**extra) if extra else est
 
 
-def build_fuser(config: FusionConfig, *, n_models: int, seed: int) -> Any:
-    """Fusion estimator for ``config`` (decision-level, on ``n_models`` concatenated probability blocks)."""
+def build_fuser(config: FusionConfig, *, n_models: int, seed: int, n_classes: int | None = None) -> Any:
+    """Fusion estimator for ``config`` (decision-level, on ``n_models`` concatenated probability blocks).
+
+    ``n_classes`` goes to factories that choose by class count (``ensemble``'s default members)."""
     factory_params = dict(config.params)
+    if n_classes is not None and "n_classes" not in factory_params:
+        if accepts(registry.lookup("fusion", config.method), "n_classes"):
+            factory_params["n_classes"] = n_classes
     est = registry.create("fusion", config.method, **factory_params)
     accepted = set(est.get_params(deep=False))
     extra = {

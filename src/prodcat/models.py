@@ -46,23 +46,39 @@ class Embedder(Protocol):
     def embed(self, items: Sequence[Any]) -> Any: ...
 
 
+#: Above this many classes the ``auto`` head is shrinkage LDA instead of logistic regression: the solver's cost
+#: per iteration grows with the class count, LDA's closed form does not (docs/bench/classes.md).
+LOGREG_MAX_CLASSES = 100
+
+
 def make_head(
     head: str | BaseEstimator,
     head_params: dict[str, Any] | None,
     *,
     random_state: int | None,
     n_rows: int = 0,
+    n_classes: int = 0,
 ) -> Any:
-    """A fresh head estimator: ``"logreg"``, ``"mlp"`` or a clone of a given sklearn classifier.
+    """A fresh head estimator: ``"auto"``, ``"logreg"``, ``"lda"``, ``"mlp"`` or a clone of an sklearn classifier.
 
     ``head_params`` set parameters of the final step (e.g. ``{"C": 4.0}`` or ``{"hidden_layer_sizes": (128,)}``).
     Embeddings are standardised first: the backbones' L2-normalised vectors have tiny per-dimension scales.
     The MLP stops early on a 10% validation split only when ``n_rows`` (training rows) is at least 1,000.
+    ``"auto"`` is ``"logreg"`` up to :data:`LOGREG_MAX_CLASSES` classes (``n_classes``) and ``"lda"``
+    (:class:`~prodcat.heads.SharedCovarianceClassifier`) above, given only the ``head_params`` it accepts.
     """
+    from prodcat.heads import SharedCovarianceClassifier
+
     params = dict(head_params or {})
+    if head == "auto":
+        head = "lda" if n_classes > LOGREG_MAX_CLASSES else "logreg"
+        if head == "lda":
+            params = {k: v for k, v in params.items() if k in SharedCovarianceClassifier().get_params()}
     if isinstance(head, str):
-        if head == "logreg":
-            final: Any = LogisticRegression(C=0.1, max_iter=2000, random_state=random_state)
+        if head == "lda":
+            final: Any = SharedCovarianceClassifier(random_state=random_state)
+        elif head == "logreg":
+            final = LogisticRegression(C=0.1, max_iter=2000, random_state=random_state)
         elif head == "mlp":
             final = MLPClassifier(
                 hidden_layer_sizes=(256,),
@@ -73,7 +89,9 @@ def make_head(
                 random_state=random_state,
             )
         else:
-            raise ValueError(f"unknown head {head!r}; use 'logreg', 'mlp' or an sklearn classifier")
+            raise ValueError(
+                f"unknown head {head!r}; use 'auto', 'logreg', 'lda', 'mlp' or an sklearn classifier"
+            )
     else:
         final = clone(head)
     final.set_params(**params)
@@ -105,8 +123,10 @@ class EmbeddingClassifier(MissingModalityMixin, ClassifierMixin, BaseEstimator):
         ``"test-tiny"``...) or an embedder object (see :class:`Embedder`).
     column : ``"text"`` (cleaned title and description joined with " - "), any column name (``"title"``,
         ``"description"``, ``"image"``...), or a list of columns encoded separately and concatenated.
-    head : ``"logreg"`` (standardised features + multinomial logistic regression, C=0.1), ``"mlp"`` (one hidden layer
-        of 256, early stopping) or an sklearn classifier to clone.
+    head : ``"auto"`` (default: ``"logreg"`` up to 100 classes, ``"lda"`` above), ``"logreg"`` (standardised
+        features + multinomial logistic regression, C=0.1), ``"lda"`` (shrinkage LDA with a fitted temperature,
+        :mod:`prodcat.heads`: training cost flat in the class count), ``"mlp"`` (one hidden layer of 256, early
+        stopping) or an sklearn classifier to clone.
     head_params : parameters of the head's final estimator.
     cache_dir : embedding cache folder, ``"auto"`` for the default (``$PRODCAT_CACHE_DIR`` or
         ``~/.cache/prodcat``), ``None`` for no caching.
@@ -131,7 +151,7 @@ class EmbeddingClassifier(MissingModalityMixin, ClassifierMixin, BaseEstimator):
         embedder: str | Any = "use-multilingual",
         *,
         column: str | Sequence[str] = "text",
-        head: str | BaseEstimator = "logreg",
+        head: str | BaseEstimator = "auto",
         head_params: dict[str, Any] | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
         batch_size: int = 256,
@@ -246,7 +266,11 @@ class EmbeddingClassifier(MissingModalityMixin, ClassifierMixin, BaseEstimator):
         seen = np.unique(y[ok])
         if len(seen) >= 2:
             head = make_head(
-                self.head, self.head_params, random_state=self.random_state, n_rows=int(ok.sum())
+                self.head,
+                self.head_params,
+                random_state=self.random_state,
+                n_rows=int(ok.sum()),
+                n_classes=len(seen),
             )
             self.head_ = fit_head(head, Z[ok], y[ok], None if sw is None else sw[ok])
         # With items of one class only, that class is certain for any row with an item.

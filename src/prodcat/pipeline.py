@@ -213,10 +213,10 @@ def _checked_model(spec: ModelSpec, role: str, config: TrainConfig) -> Any:
         raise _config_error(f"{role} model {spec.name!r}", e) from None
 
 
-def _checked_fuser(config: TrainConfig, n_models: int) -> Any:
-    """The configured fuser, its parameters checked; a ``ValueError`` naming the fusion."""
+def _checked_fuser(config: TrainConfig, n_models: int, n_classes: int) -> Any:
+    """The configured fuser (for ``n_classes`` classes), its parameters checked; a ``ValueError`` naming it."""
     try:
-        return _checked(build_fuser(config.fusion, n_models=n_models, seed=config.seed))
+        return _checked(build_fuser(config.fusion, n_models=n_models, seed=config.seed, n_classes=n_classes))
     except (KeyError, TypeError, ValueError) as e:
         raise _config_error(f"fusion {config.fusion.method!r}", e) from None
 
@@ -299,7 +299,7 @@ def train(df: pd.DataFrame, config: TrainConfig, *, progress: bool = True) -> Tr
     if not specs:
         raise ValueError("the config names no text or image model")
     estimators = [_checked_model(spec, role, config) for spec, role in specs]  # config errors before any work
-    fuser = _checked_fuser(config, len(specs))
+    fuser = _checked_fuser(config, len(specs), len(classes))
     models, fuse_inputs, noise_info = [], [], {}
     for (spec, role), est in zip(specs, estimators, strict=True):
         t0 = time.perf_counter()

@@ -46,12 +46,20 @@ def available(kind: str) -> list[str]:
     return sorted(_load(kind))
 
 
-def create(kind: str, name: str, **kwargs: Any) -> Any:
-    """Build the ``kind`` object registered as ``name``; prefixes such as ``hf:<path>`` match ``hf:``."""
+def lookup(kind: str, name: str) -> Callable[..., Any]:
+    """The factory registered as ``name`` (a prefix ``hf:`` for ``hf:<path>``); KeyError naming the choices."""
     table = _load(kind)
     if name in table:
-        return table[name](**kwargs)
-    prefix, sep, rest = name.partition(":")
+        return table[name]
+    prefix, sep, _ = name.partition(":")
     if sep and f"{prefix}:" in table:
-        return table[f"{prefix}:"](rest, **kwargs)
+        return table[f"{prefix}:"]
     raise KeyError(f"unknown {kind} {name!r}; available: {', '.join(sorted(table)) or 'none'}")
+
+
+def create(kind: str, name: str, **kwargs: Any) -> Any:
+    """Build the ``kind`` object registered as ``name``; prefixes such as ``hf:<path>`` match ``hf:``."""
+    factory = lookup(kind, name)
+    if name in _TABLES.get(kind, {}):
+        return factory(**kwargs)
+    return factory(name.partition(":")[2], **kwargs)

@@ -47,6 +47,26 @@ __all__ = [
 #: Default members of ``ensemble`` (chosen on split_a_val folds and split_b_val; see docs/bench/fusion.md).
 DEFAULT_MEMBERS = "mean+paper-mlp[inputs=log]+gbdt"
 
+#: Most classes at which a fuser stays in the default ensemble. ``gbdt`` grows one tree per class per boosting
+#: round and ``paper-mlp`` (like ``logistic``) learns an (m*C, C) weight matrix, K nets at a time: both cost
+#: ~C or C^2 per row and ran for tens of minutes at 331 classes; ``mean`` learns m weights whatever C is
+#: (docs/bench/classes.md). A fuser named in an explicit member list is always kept.
+CLASS_LIMITS: dict[str, int] = {"gbdt": 100, "paper-mlp": 100, "logistic": 100}
+
+
+def default_members(n_classes: int | None) -> str:
+    """``DEFAULT_MEMBERS`` without the members whose :data:`CLASS_LIMITS` is below ``n_classes`` (``mean``
+    if none is left); all of them when the class count is not known."""
+    if n_classes is None:
+        return DEFAULT_MEMBERS
+    kept = [
+        (name, item)
+        for (name, _), item in zip(parse_members(DEFAULT_MEMBERS), DEFAULT_MEMBERS.split("+"), strict=True)
+        if n_classes <= CLASS_LIMITS.get(name, n_classes)
+    ]
+    return "+".join(item for _, item in kept) or "mean"
+
+
 register("fusion", "paper-mlp")(PaperMLPFusion)
 register("fusion", "mean")(MeanFusion)
 register("fusion", "logistic")(LogisticFusion)
@@ -95,6 +115,10 @@ def parse_members(members: str | Sequence[str]) -> list[tuple[str, dict[str, Any
     return out
 
 
+def _count(classes: Sequence[Any] | None) -> int | None:
+    return None if classes is None else len(classes)
+
+
 def _accepts(name: str) -> set[str]:
     est = create("fusion", name)
     return set(est.get_params(deep=False))
@@ -102,14 +126,20 @@ def _accepts(name: str) -> set[str]:
 
 @register("fusion", "ensemble")
 def make_ensemble(
-    members: str | Sequence[str] = DEFAULT_MEMBERS,
+    members: str | Sequence[str] = "auto",
     *,
     voting: str = "hard",
     weights: Sequence[float] | None = None,
+    n_classes: int | None = None,
     **shared: Any,
 ) -> VotingEnsemble:
     """A :class:`VotingEnsemble` of registered fusers; ``shared`` options (``classes``, ``n_models``, ``seed``...)
-    go to every member that accepts them, member options (``name[key=value]``) override them."""
+    go to every member that accepts them, member options (``name[key=value]``) override them.
+
+    ``members="auto"``: :func:`default_members` for ``n_classes`` (the training pipeline passes the class
+    count): ``DEFAULT_MEMBERS`` up to 100 classes, ``mean`` alone above."""
+    if isinstance(members, str) and members == "auto":
+        members = default_members(n_classes if n_classes is not None else _count(shared.get("classes")))
     estimators = []
     for i, (name, kwargs) in enumerate(parse_members(members)):
         accepted = _accepts(name)

@@ -39,7 +39,7 @@ def embedding_image_model(embedder: str, **kwargs: Any) -> Any:
     from prodcat.models import EmbeddingClassifier
 
     kwargs.setdefault("column", "image")
-    if kwargs.get("head", "logreg") == "logreg" and kwargs.get("head_params") is None:
+    if kwargs.get("head", "auto") in ("auto", "logreg") and kwargs.get("head_params") is None:
         kwargs["head_params"] = {"C": IMAGE_LOGREG_C}
     return EmbeddingClassifier(embedder, modality="image", **kwargs)
 

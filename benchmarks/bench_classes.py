@@ -1,0 +1,172 @@
+"""How training and prediction cost grow with the class count (issue 16), on the fashion catalog.
+
+Catalogs, all from the same fashion products (text column ``title``, the product photos), each with a taxonomy
+``master_category > sub_category > label [> leaf]``:
+
+- ``55``: the article type (``label``), real;
+- ``331``: article type x base colour where that pair has enough products, else ``<type> / other``: real labels;
+- ``1000``, ``3000``: synthetic leaves: the finest of article type x colour x gender x season x usage with at
+  least ``--min-rows`` products (else the coarser key), then the largest leaves split in two by product id until
+  the target count is reached. 3,000 leaves need more rows than fashion has (5 folds need 5 products per leaf),
+  so that catalog repeats every product ``--repeat`` times (ids suffixed): its training time is not comparable
+  to the others', its per-product prediction cost is.
+
+Each size is trained in its own process with the default config (``prodcat.pipeline.train``, warm embedding
+cache: a first pass fits every embedding model once on all products to fill it), which records its wall time,
+peak resident memory (``ru_maxrss``), validation macro-F1 per level and the per-product time of
+``TrainedModel.predict_proba`` (embeddings read from the cache, so what is timed is what grows with the classes:
+heads, fusion) on 2,000 products. One JSON line per size is appended to ``--jsonl``.
+
+    nice -n 5 python benchmarks/bench_classes.py --sizes 55,1000,331,3000 --jsonl bench-output/classes.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "fashion" / "products.csv"
+ATTRIBUTES = ("base_colour", "gender", "season", "usage")
+TAXONOMY = ["master_category", "sub_category", "label"]
+REAL_MIN_ROWS = 13  # 327 leaves, the nearest to the issue's 331
+
+
+def _catalog() -> pd.DataFrame:
+    """The fashion catalog. 8 article types sit under two sub-categories in the source data (e.g. Clutches
+    under Bags and Free Gifts), which is not a tree: each type gets its most frequent sub-category, and each
+    sub-category its most frequent master category."""
+    from prodcat.catalog import read_catalog
+
+    df = read_catalog(DATA, text_columns=["title"], label_column="label", id_column="id")[0]
+    for child, parent in (("label", "sub_category"), ("sub_category", "master_category")):
+        mode = df.groupby(child)[parent].agg(lambda v: v.value_counts().index[0])
+        df[parent] = df[child].map(mode)
+    return df
+
+
+def leaves(df: pd.DataFrame, target: int, *, min_rows: int, attributes: tuple[str, ...]) -> np.ndarray:
+    """(n,) leaf labels: the finest ``label x attributes`` key with ``min_rows`` products, then the largest
+    leaves split in two by row position until there are ``target`` (fewer if no leaf can split)."""
+    keys = [df["label"].astype(str)]
+    for a in attributes:
+        keys.append(keys[-1] + " / " + df[a].fillna("?").astype(str))
+    leaf = keys[0].copy()
+    for k in keys[1:]:
+        counts = k.map(k.value_counts())
+        leaf = leaf.where(counts < min_rows, k)  # finer key where it is big enough
+    leaf = leaf.where(leaf.map(leaf.value_counts()) >= min_rows, df["label"].astype(str) + " / other")
+    small = leaf.map(leaf.value_counts()) < min_rows  # a small "other" joins its type's largest leaf
+    largest = leaf[~small].groupby(df["label"][~small]).agg(lambda v: v.value_counts().index[0])
+    leaf = leaf.where(~small, df["label"].map(largest).fillna(df["label"]))
+    out = leaf.to_numpy(dtype=object)
+    n_leaves = len(set(out))
+    while n_leaves < target:
+        values, counts = np.unique(out, return_counts=True)
+        big = values[counts >= 2 * min_rows]
+        if not len(big):
+            break
+        for v in big[np.argsort(-counts[counts >= 2 * min_rows])][: target - n_leaves]:
+            rows = np.flatnonzero(out == v)
+            out[rows[1::2]] = f"{v} #{n_leaves}"
+            n_leaves += 1
+    return out
+
+
+def build(size: int, *, min_rows: int, repeat: int) -> tuple[pd.DataFrame, list[str]]:
+    """The catalog of ``size`` classes and its taxonomy columns (the label being the leaf)."""
+    df = _catalog()
+    if size == 55:
+        return df, TAXONOMY[:2]
+    copies = repeat if size > 1500 else 1
+    df["article_type"] = df["label"]
+    if size == 331:  # real: type x colour where the pair has REAL_MIN_ROWS+ products
+        df["label"] = leaves(df, 0, min_rows=REAL_MIN_ROWS, attributes=ATTRIBUTES[:1])
+    else:  # every leaf keeps min_rows rows once the products are repeated
+        df["label"] = leaves(df, size, min_rows=-(-min_rows // copies), attributes=ATTRIBUTES)
+    if copies > 1:
+        df = pd.concat([df.assign(id=df["id"] + f"#{k}") for k in range(copies)], ignore_index=True)
+    return df, [*TAXONOMY[:2], "article_type"]
+
+
+def warm(df: pd.DataFrame) -> None:
+    """Fit every embedding model of the default config once on all products: fills the embedding cache."""
+    from prodcat.config import build_model, load_config
+
+    cfg = load_config()
+    for spec, role in [(s, "text") for s in cfg.text_models] + [(s, "image") for s in cfg.image_models]:
+        est = build_model(spec, modality=role, cache_dir=cfg.cache_dir, seed=cfg.seed)
+        if hasattr(est, "embed"):
+            est.fit(df, df["label"].to_numpy())
+
+
+def one(size: int, *, min_rows: int, repeat: int) -> dict[str, object]:
+    from prodcat.config import load_config
+    from prodcat.pipeline import train
+
+    df, taxonomy = build(size, min_rows=min_rows, repeat=repeat)
+    cfg = load_config(**{"columns.taxonomy_columns": taxonomy})
+    t0 = time.perf_counter()
+    model = train(df, cfg, progress=False)
+    train_s = time.perf_counter() - t0
+    sample = df.sample(min(2000, len(df)), random_state=0).reset_index(drop=True)
+    model.predict_proba(sample.head(50))  # warm
+    t0 = time.perf_counter()
+    model.predict_proba(sample)
+    per_product_ms = (time.perf_counter() - t0) / len(sample) * 1000
+    val = model.metrics.get("validation", {})
+    return {
+        "size": size,
+        "n_classes": int(model.metrics["n_classes"]),
+        "n_rows": len(df),
+        "train_s": round(train_s, 1),
+        "timings_s": model.metrics["timings_s"],
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "predict_ms_per_product": round(per_product_ms, 3),
+        "fusion": type(model.fuser).__name__,
+        "macro_f1": val.get("macro_f1"),
+        "per_model": {k: v["macro_f1"] for k, v in val.get("per_model", {}).items()},
+        "levels": {k: v["macro_f1"] for k, v in val.get("taxonomy", {}).get("levels", {}).items()},
+        "hierarchical_f1": val.get("taxonomy", {}).get("hierarchical", {}).get("f1"),
+        "back_off": val.get("taxonomy", {}).get("back_off"),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", default="55,1000,331,3000")
+    ap.add_argument("--jsonl", type=Path, default=Path("bench-output/classes.jsonl"))
+    ap.add_argument("--min-rows", type=int, default=7)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--no-warm", action="store_true", help="skip filling the embedding cache first")
+    args = ap.parse_args()
+    if args.one is not None:
+        print(json.dumps(one(args.one, min_rows=args.min_rows, repeat=args.repeat)))
+        return
+    if not DATA.is_file():
+        raise SystemExit(f"{DATA} not found")
+    if not args.no_warm:
+        warm(_catalog())
+    args.jsonl.parent.mkdir(parents=True, exist_ok=True)
+    for size in [int(s) for s in args.sizes.split(",")]:
+        cmd = [sys.executable, __file__, "--one", str(size), "--min-rows", str(args.min_rows)]
+        proc = subprocess.run([*cmd, "--repeat", str(args.repeat)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            print(f"size {size} failed:\n{proc.stderr[-3000:]}", file=sys.stderr)
+            continue
+        line = proc.stdout.strip().splitlines()[-1]
+        with args.jsonl.open("a") as f:
+            f.write(line + "\n")
+        print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()
