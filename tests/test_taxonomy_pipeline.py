@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from prodcat.bundle import load_bundle, load_model, save_bundle
 from prodcat.catalog import CatalogError, read_catalog
@@ -118,3 +120,34 @@ def test_server_response_includes_the_path(trained: TrainedModel, tmp_path: Path
     pred = to_predictions(out, [_Row()], 3)[0]  # type: ignore[list-item]
     assert pred.path is not None and [s.level for s in pred.path] == ["group", "label"]
     assert pred.path[-1].label == pred.label
+
+
+def test_evaluate_report_has_every_level(trained: TrainedModel, tax_catalog: Path, tmp_path: Path) -> None:
+    from prodcat.report import evaluate_to_dir
+
+    df, _ = read_catalog(tax_catalog, taxonomy_columns=["group"])
+    metrics = evaluate_to_dir(trained, df, tmp_path / "r")
+    saved = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert set(saved["taxonomy"]["levels"]) == {"group", "label"} == set(metrics["taxonomy"]["levels"])
+    assert "Hierarchical precision" in (tmp_path / "r" / "report.html").read_text()
+
+
+def test_cli_train_and_predict_with_taxonomy_columns(tax_catalog: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from prodcat.cli import app
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({k: v for k, v in TINY.items() if k != "columns"}))
+    runner = CliRunner()
+    args = ["train", str(tax_catalog), "--out", str(tmp_path / "m"), "--config", str(config)]
+    result = runner.invoke(app, [*args, "--taxonomy-columns", "group"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(
+        app, ["predict", str(tmp_path / "m"), str(tax_catalog), "--out", str(tmp_path / "p.csv")]
+    )
+    assert result.exit_code == 0, result.output
+    pred = pd.read_csv(tmp_path / "p.csv")
+    assert {"group", "group_probability", "decided_level", "decided_label"} <= set(pred.columns)
+    bad = runner.invoke(app, [*args, "--taxonomy-columns", "nope"])
+    assert bad.exit_code == 2 and "taxonomy column(s) ['nope'] not found" in bad.output

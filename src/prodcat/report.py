@@ -67,7 +67,8 @@ def evaluate_to_dir(
 
     ``metrics.json``: ``macro_f1``, ``macro_f1_ci`` (95% bootstrap), ``n``, ``per_modality`` (best single text
     model, best single image model, fusion), ``per_model``, ``labels_unknown_to_model`` and ``label_set`` (see
-    :func:`label_set`). Also ``table.csv`` (each model alone and fused, the same figures), ``per_class.csv``,
+    :func:`label_set`); with a taxonomy, ``taxonomy`` (per-level macro-F1 / accuracy, hierarchical P/R/F1,
+    confused sibling groups, back-off shares and precisions; shown in the page). Also ``table.csv`` (each model alone and fused, the same figures), ``per_class.csv``,
     ``confusions.csv`` (every error pair), ``predictions.csv``, ``per_class_f1.png``, ``confusion.png`` (only up
     to :data:`~prodcat.evaluate.MAX_CONFUSION_CLASSES` classes) and ``report.html`` with a gallery of the
     ``gallery_size`` most confident errors and ``errors_per_class`` sampled errors of each of the
@@ -129,6 +130,7 @@ def evaluate_to_dir(
         max_confusion=MAX_CONFUSION_CLASSES,
         trust=metrics["calibration"],
         trust_figures={k: embed_png(out / v) for k, v in TRUST_FIGURES.items()},
+        taxonomy=taxonomy_tables(metrics.get("taxonomy")),
         sources=list(sources),
         top=[rows[i] for i in top],
         weak=[(c, f1[c], [rows[i] for i in idx]) for c, idx in weak],
@@ -136,6 +138,36 @@ def evaluate_to_dir(
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_plain))
     (out / "report.html").write_text(page, encoding="utf-8")
     return metrics
+
+
+def taxonomy_tables(tax: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The report's taxonomy section as tables: ``levels`` (macro-F1, accuracy, nodes per level), ``groups``
+    (most confused sibling groups), ``back_off`` (share and precision per decided level, or None) and
+    ``hierarchical`` (P/R/F1). None without a taxonomy."""
+    if not tax:
+        return None
+    groups = [
+        {
+            "under": g["node"] if g["node"] is not None else "(root)",
+            "level": g["level"] or "",
+            "errors": g["errors"],
+            "error_rate": round(g["error_rate"], 3),
+            "most frequent (true -> predicted, count)": "; ".join(
+                f"{a} -> {b} ({k})" for a, b, k in g["top_confusions"]
+            ),
+        }
+        for g in tax["confused_groups"]
+    ]
+    back = tax.get("back_off")
+    return {
+        "levels": pd.DataFrame(tax["levels"]).T.rename_axis("level").reset_index(),
+        "hierarchical": tax["hierarchical"],
+        "groups": pd.DataFrame(groups),
+        "back_off": None
+        if not back
+        else pd.DataFrame(back["decided"]).T.rename_axis("decided").reset_index().fillna("–"),
+        "target_precision": None if not back else back["target_precision"],
+    }
 
 
 def write_class_files(
