@@ -71,3 +71,14 @@ def test_tfidf_auto_classifier_uses_sgd_above_the_class_limit() -> None:
     assert isinstance(small.linear_, LogisticRegression)
     with pytest.raises(ValueError, match="classifier must be"):
         TfidfTextClassifier(classifier="svm").check_params()
+
+
+def test_tfidf_caps_ngrams_so_weights_stay_within_max_weights() -> None:
+    rng = np.random.default_rng(1)
+    y = np.repeat(np.arange(10), 30).astype(str)
+    titles = [" ".join(f"t{rng.integers(5000)}" for _ in range(8)) for _ in y]
+    X = pd.DataFrame({"title": titles, "description": [""] * len(y)})
+    capped = TfidfTextClassifier(min_df=1, max_weights=40_000).fit(X, y)  # 2,000 n-grams per vectorizer
+    free = TfidfTextClassifier(min_df=1, max_weights=None).fit(X, y)
+    assert len(capped.word_.vocabulary_) == 2000 < len(free.word_.vocabulary_)
+    assert len(capped.char_.vocabulary_) == 2000 < len(free.char_.vocabulary_)

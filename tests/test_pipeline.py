@@ -313,7 +313,7 @@ def test_every_cheap_model_saves_as_a_compact_archive(
         ),
         (
             {"image_models": [{"name": "embed:test-tiny", "params": {"head_params": {"Cx": 1}}}]},
-            r"image model 'embed:test-tiny': head 'logreg': Invalid parameter 'Cx'",
+            r"image model 'embed:test-tiny': head 'auto': Invalid parameter 'Cx'",
         ),
         (
             {"image_models": [{"name": "embed:nope"}]},

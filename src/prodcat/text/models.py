@@ -63,6 +63,9 @@ class TfidfTextClassifier(MissingModalityMixin, ClassifierMixin, BaseEstimator):
         logistic regression by stochastic gradient, ``sgd_epochs`` passes, penalty ``sgd_alpha``: a few times
         cheaper and one copy of the weights; 0.718 vs 0.724 accuracy on 309 fashion leaf x colour classes).
     sgd_alpha, sgd_epochs : settings of ``"sgd"``.
+    max_weights : most weights (n-grams x classes) of the linear model: at many classes each vectorizer keeps at
+        most ``max_weights / (2 * classes)`` n-grams (the most frequent), so that 3,000 classes do not mean a
+        gigabyte of weights; None for no cap. 50M (400 MB) cuts nothing below ~1,000 classes on fashion.
 
     Attributes
     ----------
@@ -84,6 +87,7 @@ class TfidfTextClassifier(MissingModalityMixin, ClassifierMixin, BaseEstimator):
         classifier: str = "auto",
         sgd_alpha: float = 1e-4,
         sgd_epochs: int = 15,
+        max_weights: int | None = 50_000_000,
         random_state: int | None = 0,
     ) -> None:
         self.column = column
@@ -97,6 +101,7 @@ class TfidfTextClassifier(MissingModalityMixin, ClassifierMixin, BaseEstimator):
         self.classifier = classifier
         self.sgd_alpha = sgd_alpha
         self.sgd_epochs = sgd_epochs
+        self.max_weights = max_weights
         self.random_state = random_state
 
     def _texts(self, X: Any) -> list[str]:
@@ -109,12 +114,12 @@ class TfidfTextClassifier(MissingModalityMixin, ClassifierMixin, BaseEstimator):
     def _features(self, texts: list[str]) -> sp.csr_matrix:
         return sp.hstack([self.word_.transform(texts), self.char_.transform(texts)], format="csr")
 
-    def _vectorizers(self, min_df: int) -> tuple[TfidfVectorizer, TfidfVectorizer]:
+    def _vectorizers(self, min_df: int, n_classes: int = 0) -> tuple[TfidfVectorizer, TfidfVectorizer]:
         common = {
             "lowercase": True,
             "sublinear_tf": True,
             "min_df": min_df,
-            "max_features": self.max_features,
+            "max_features": self._max_features(n_classes),
             "dtype": np.float32,
         }
         word = TfidfVectorizer(
@@ -131,6 +136,13 @@ class TfidfTextClassifier(MissingModalityMixin, ClassifierMixin, BaseEstimator):
         return LogisticRegression(
             C=self.C, class_weight=self.class_weight, max_iter=self.max_iter, random_state=self.random_state
         )
+
+    def _max_features(self, n_classes: int) -> int | None:
+        """``max_features``, lowered so that the weights (n-grams x classes) stay within ``max_weights``."""
+        if self.max_weights is None or n_classes <= 0:
+            return self.max_features
+        cap = max(1000, int(self.max_weights) // (2 * n_classes))  # two vectorizers
+        return cap if self.max_features is None else min(self.max_features, cap)
 
     def _classifier(self, n_classes: int) -> Any:
         """The linear model for ``n_classes`` classes (see ``classifier``)."""
@@ -168,7 +180,9 @@ class TfidfTextClassifier(MissingModalityMixin, ClassifierMixin, BaseEstimator):
         has = np.array([bool(t) for t in texts])
         kept = [t for t, h in zip(texts, has, strict=True) if h]
         # A tiny training set may have no n-gram reaching min_df: fall back to min_df=1 rather than fail.
-        self.word_, self.char_ = self._vectorizers(self.min_df if len(kept) >= 10 * self.min_df else 1)
+        self.word_, self.char_ = self._vectorizers(
+            self.min_df if len(kept) >= 10 * self.min_df else 1, len(np.unique(y[has]))
+        )
         for vectorizer in (self.word_, self.char_):
             vectorizer.fit(kept or [""])
             # sklearn stores numpy int64 column indices; skops would save each as its own array (a 20k-term
