@@ -13,11 +13,14 @@ Catalogs, all from the same fashion products (text column ``title``, the product
 
 Each size is trained in its own process with the default config (``prodcat.pipeline.train``, warm embedding
 cache: a first pass fits every embedding model once on all products to fill it), which records its wall time,
-peak resident memory (``ru_maxrss``), validation macro-F1 per level and the per-product time of
+CPU time (``time.process_time``: all threads of the process; on a shared machine the wall time mostly says how
+busy the others were, run with ``OMP_NUM_THREADS=1`` so that idle BLAS threads do not spin), peak resident memory
+(``ru_maxrss``), validation macro-F1 per level and the per-product time of
 ``TrainedModel.predict_proba`` (embeddings read from the cache, so what is timed is what grows with the classes:
 heads, fusion) on 2,000 products. One JSON line per size is appended to ``--jsonl``.
 
-    nice -n 5 python benchmarks/bench_classes.py --sizes 55,1000,331,3000 --jsonl bench-output/classes.jsonl
+    OMP_NUM_THREADS=1 nice -n 5 python benchmarks/bench_classes.py --sizes 55,1000,331,3000 \
+        --jsonl bench-output/classes.jsonl
 """
 
 from __future__ import annotations
@@ -113,23 +116,26 @@ def one(size: int, *, min_rows: int, repeat: int) -> dict[str, object]:
 
     df, taxonomy = build(size, min_rows=min_rows, repeat=repeat)
     cfg = load_config(**{"columns.taxonomy_columns": taxonomy})
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     model = train(df, cfg, progress=False)
-    train_s = time.perf_counter() - t0
+    train_s, train_cpu_s = time.perf_counter() - t0, time.process_time() - c0
     sample = df.sample(min(2000, len(df)), random_state=0).reset_index(drop=True)
     model.predict_proba(sample.head(50))  # warm
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     model.predict_proba(sample)
     per_product_ms = (time.perf_counter() - t0) / len(sample) * 1000
+    per_product_cpu_ms = (time.process_time() - c0) / len(sample) * 1000
     val = model.metrics.get("validation", {})
     return {
         "size": size,
         "n_classes": int(model.metrics["n_classes"]),
         "n_rows": len(df),
         "train_s": round(train_s, 1),
+        "train_cpu_s": round(train_cpu_s, 1),
         "timings_s": model.metrics["timings_s"],
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "predict_ms_per_product": round(per_product_ms, 3),
+        "predict_cpu_ms_per_product": round(per_product_cpu_ms, 3),
         "fusion": type(model.fuser).__name__,
         "macro_f1": val.get("macro_f1"),
         "per_model": {k: v["macro_f1"] for k, v in val.get("per_model", {}).items()},
