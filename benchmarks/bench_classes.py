@@ -153,7 +153,11 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--no-warm", action="store_true", help="skip filling the embedding cache first")
+    ap.add_argument("--components", type=int, metavar="ROWS", help="time each class-count-bound stage alone")
     args = ap.parse_args()
+    if args.components:
+        components([int(s) for s in args.sizes.split(",")], rows=args.components)
+        return
     if args.one is not None:
         print(json.dumps(one(args.one, min_rows=args.min_rows, repeat=args.repeat)))
         return
@@ -172,6 +176,68 @@ def main() -> None:
         with args.jsonl.open("a") as f:
             f.write(line + "\n")
         print(line, flush=True)
+
+
+def components(sizes: list[int], *, rows: int, seed: int = 0) -> list[dict[str, object]]:
+    """CPU seconds of one fit of each stage that grows with the class count, on the same ``rows`` products
+    (cached embeddings), for each class count of ``sizes``: what main does at that count and what ``auto`` does.
+    Also the per-product CPU milliseconds of predicting them. Cheap enough for a saturated machine."""
+    from prodcat.config import build_model, load_config
+    from prodcat.fusion import GBDTFusion, MeanFusion, PaperMLPFusion
+    from prodcat.heads import SharedCovarianceClassifier
+
+    cfg = load_config()
+    base = _catalog().sample(rows, random_state=seed).reset_index(drop=True)
+    embedded = {}
+    for spec, role in [(cfg.text_models[1], "text"), (cfg.image_models[0], "image")]:
+        est = build_model(spec, modality=role, cache_dir=cfg.cache_dir, seed=cfg.seed)
+        est.set_params(
+            head=SharedCovarianceClassifier(temperature=1.0), head_params={}
+        )  # cheapest: we want vectors
+        est.fit(base, base["label"].to_numpy())
+        embedded[role] = est.embed(base)[0]
+    out = []
+    for size in sizes:
+        y = base["label"].to_numpy() if size <= 55 else leaves(base, size, min_rows=1, attributes=ATTRIBUTES)
+        C = len(np.unique(y))
+        rec: dict[str, object] = {"size": size, "n_classes": C, "rows": rows}
+        for name, est, X in _stages(base, embedded, C):
+            c0 = time.process_time()
+            est.fit(X, y)
+            rec[f"{name} fit_cpu_s"] = round(time.process_time() - c0, 2)
+            c0 = time.process_time()
+            proba = est.predict_proba(X)
+            rec[f"{name} predict_cpu_ms"] = round((time.process_time() - c0) / rows * 1000, 4)
+            rec[f"{name} train_acc"] = round(float((est.classes_[proba.argmax(1)] == y).mean()), 4)
+        rng = np.random.default_rng(seed)
+        P = rng.dirichlet(np.full(C, 0.1), size=(rows, 3)).reshape(rows, 3 * C)
+        fusers: dict[str, object] = {"fusion mean": MeanFusion(n_models=3)}
+        if C <= 400:  # C^2-bound: minutes per epoch / round beyond (the issue: gbdt ~17 min at 331 classes)
+            fusers["fusion paper-mlp (1 epoch)"] = PaperMLPFusion(n_models=3, inputs="log", epochs=1)
+            fusers["fusion gbdt (2 rounds)"] = GBDTFusion(n_models=3, max_iter=2, early_stopping=False)
+        for name, fuser in fusers.items():
+            c0 = time.process_time()
+            fuser.fit(P, y)  # type: ignore[attr-defined]
+            rec[f"{name} fit_cpu_s"] = round(time.process_time() - c0, 2)
+        out.append(rec)
+        print(json.dumps(rec), flush=True)
+    return out
+
+
+def _stages(base: pd.DataFrame, embedded: dict[str, np.ndarray], C: int) -> list[tuple[str, object, object]]:
+    """(name, unfitted estimator, its input) of each class-count-bound stage: main's choice and ``auto``'s."""
+    from prodcat.models import make_head
+    from prodcat.text.models import TfidfTextClassifier
+
+    out: list[tuple[str, object, object]] = [
+        ("tfidf logreg", TfidfTextClassifier(classifier="logreg"), base),
+        ("tfidf auto", TfidfTextClassifier(classifier="auto"), base),
+    ]
+    for role, Z in embedded.items():
+        for kind in ("logreg", "lda"):
+            params = {"C": 0.05} if role == "image" and kind == "logreg" else None
+            out.append((f"{role} head {kind}", make_head(kind, params, random_state=0, n_classes=C), Z))
+    return out
 
 
 if __name__ == "__main__":
