@@ -149,5 +149,12 @@ def test_cli_train_and_predict_with_taxonomy_columns(tax_catalog: Path, tmp_path
     assert result.exit_code == 0, result.output
     pred = pd.read_csv(tmp_path / "p.csv")
     assert {"group", "group_probability", "decided_level", "decided_label"} <= set(pred.columns)
+    bare = (
+        tmp_path / "bare.csv"
+    )  # a catalog to predict need not carry the parent columns: the bundle has the tree
+    pd.read_csv(tax_catalog).drop(columns=["group"]).to_csv(bare, index=False)
+    result = runner.invoke(app, ["predict", str(tmp_path / "m"), str(bare), "--out", str(tmp_path / "q.csv")])
+    assert result.exit_code == 0, result.output
+    assert "group" in pd.read_csv(tmp_path / "q.csv").columns
     bad = runner.invoke(app, [*args, "--taxonomy-columns", "nope"])
     assert bad.exit_code == 2 and "taxonomy column(s) ['nope'] not found" in bad.output

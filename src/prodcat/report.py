@@ -165,7 +165,7 @@ def taxonomy_tables(tax: dict[str, Any] | None) -> dict[str, Any] | None:
         "groups": pd.DataFrame(groups),
         "back_off": None
         if not back
-        else pd.DataFrame(back["decided"]).T.rename_axis("decided").reset_index().fillna("–"),
+        else pd.DataFrame(back["decided"]).T.rename_axis("decided").reset_index().astype(object).fillna("–"),
         "target_precision": None if not back else back["target_precision"],
     }
 

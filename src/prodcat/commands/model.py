@@ -82,9 +82,7 @@ def train(
         "columns.image_column": image_column,
         "columns.id_column": id_column,
         "columns.encoding": encoding,
-        "columns.taxonomy_columns": [c.strip() for c in taxonomy_columns.split(",") if c.strip()]
-        if taxonomy_columns
-        else None,
+        "columns.taxonomy_columns": split_columns(taxonomy_columns),
         "columns.path_separator": path_separator,
     }
     try:
@@ -161,6 +159,8 @@ def evaluate(
     except BundleError as e:
         raise fail(str(e)) from None
     columns = manifest.get("input_schema", {}).get("columns", {})
+    if isinstance(columns, dict):
+        columns = {**columns, "taxonomy_columns": None}  # leaves suffice: the bundle carries the tree
     df = read_catalog_or_fail(
         catalog, columns if isinstance(columns, dict) else {}, split=split, require_label=True
     )
@@ -214,6 +214,7 @@ def predict(
         raise fail(str(e)) from None
     columns = predictor.model.config.columns.model_dump()
     columns["label_column"] = None if columns.get("label_column") is None else columns["label_column"]
+    columns["taxonomy_columns"] = None  # the bundle carries the tree: a catalog to predict need not
     df = read_catalog_or_fail(catalog, columns, split=split, require_label=False)
     warm_up(predictor)  # encoders load here, so "seconds" below is the prediction itself
     t0 = time.perf_counter()
