@@ -105,3 +105,23 @@ def test_bundle_loads_and_predicts_without_torch(paper_mlp_bundle: Path, demo_ca
     )
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result == {"torch": False, "rows": 1}
+
+
+@pytest.mark.parametrize("combine", ["concat", "sum", "attention"])
+def test_feature_fusion_predicts_in_numpy_like_its_torch_net(combine: str) -> None:
+    from prodcat.fusion import FeatureFusion
+    from prodcat.fusion._torch import predict_softmax
+
+    rng = np.random.default_rng(3)
+    y = np.repeat(np.arange(C), 30)
+    blocks = [rng.normal(size=(len(y), 12)) + y[:, None], rng.normal(size=(len(y), 6))]
+    est = FeatureFusion(combine=combine, epochs=3, hidden=16, proj_dim=8).fit(blocks, y)
+    rows = [b[:9] for b in blocks]
+    want = predict_softmax(est.net_, est._matrix(rows, fitting=False))
+    np.testing.assert_allclose(est.predict_proba(rows), want, rtol=0, atol=1e-6)
+    if combine == "attention":
+        torch = pytest.importorskip("torch")
+        Z = torch.as_tensor(est._matrix(rows, fitting=False))
+        with torch.no_grad():
+            a, _ = est.net_.weights(list(Z.split(est.block_sizes_, dim=1)))
+        np.testing.assert_allclose(est.attention_weights(rows), a.double().numpy(), rtol=0, atol=1e-6)

@@ -26,8 +26,6 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from prodcat.fusion._torch import (
-    arrays_to_state,
-    predict_softmax,
     state_to_arrays,
     train_net,
 )
@@ -94,6 +92,38 @@ def _make_net(sizes: list[int], n_classes: int, *, combine: str, proj_dim: int, 
     return FeatureFusionNet()
 
 
+def _linear(x: np.ndarray, w: dict[str, np.ndarray], name: str) -> np.ndarray:
+    return x @ w[f"{name}.weight"].T + w[f"{name}.bias"]
+
+
+def _softmax(z: np.ndarray, axis: int) -> np.ndarray:
+    z = z.astype(np.float64)
+    z -= z.max(axis=axis, keepdims=True)
+    np.exp(z, out=z)
+    return z / z.sum(axis=axis, keepdims=True)
+
+
+def forward_numpy(
+    w: dict[str, np.ndarray], Z: np.ndarray, sizes: list[int], combine: str
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(n, C) float64 class probabilities and, for ``"attention"``, (n, m) modality weights of the network of
+    :func:`_make_net` in eval mode, from its state dict ``w`` as numpy arrays: prediction needs no torch."""
+    a = None
+    if combine == "concat":
+        h = Z
+    else:
+        parts = np.split(Z, np.cumsum(sizes)[:-1], axis=1)
+        proj = [_linear(x, w, f"proj.{i}") for i, x in enumerate(parts)]
+        if combine == "sum":
+            h = np.maximum(sum(proj[1:], proj[0]), 0)
+        else:
+            H = np.tanh(np.stack(proj, 1))  # (n, m, P)
+            a = _softmax(_linear(H, w, "score")[..., 0], axis=1)  # (n, m)
+            h = (a.astype(np.float32)[..., None] * H).sum(1)
+    logits = _linear(np.maximum(_linear(h, w, "head.0"), 0), w, "head.3")
+    return _softmax(logits, axis=1), a
+
+
 class FeatureFusion(ClassifierMixin, BaseEstimator):
     """Embeddings -> combination -> MLP head (see module docstring), behind the scikit-learn contract.
 
@@ -109,7 +139,8 @@ class FeatureFusion(ClassifierMixin, BaseEstimator):
 
     Attributes
     ----------
-    classes_, block_names_ (or None), block_sizes_, mean_, scale_, net_, best_epoch_, val_score_.
+    classes_, block_names_ (or None), block_sizes_, mean_, scale_, weights_ (the network's state dict as numpy
+    arrays: prediction runs in numpy), net_ (the torch network, after fit only), best_epoch_, val_score_.
     """
 
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
@@ -230,28 +261,25 @@ class FeatureFusion(ClassifierMixin, BaseEstimator):
                 seed=self.seed,
             )
         self.best_epoch_, self.val_score_ = res.best_epoch, res.best_score
+        self.weights_ = state_to_arrays(self.net_, "")
         return self
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """(n, C) class probabilities in ``classes_`` order."""
-        check_is_fitted(self, "net_")
-        with torch_threads(self.n_threads):
-            return predict_softmax(self.net_, self._matrix(X, fitting=False))
+        check_is_fitted(self, "weights_")
+        Z = self._matrix(X, fitting=False)
+        return forward_numpy(self.weights_, Z, self.block_sizes_, self.combine)[0]
 
     def predict(self, X: Any) -> np.ndarray:
         return self.classes_[self.predict_proba(X).argmax(1)]
 
     def attention_weights(self, X: Any) -> np.ndarray:
         """(n, m) per-row modality weights of an ``"attention"`` model (rows sum to 1)."""
-        import torch
-
-        check_is_fitted(self, "net_")
+        check_is_fitted(self, "weights_")
         if self.combine != "attention":
             raise ValueError("attention_weights needs combine='attention'")
-        Z = torch.as_tensor(self._matrix(X, fitting=False))
-        with torch.no_grad(), torch_threads(self.n_threads):
-            a, _ = self.net_.weights(list(Z.split(self.block_sizes_, dim=1)))
-        return a.double().numpy()
+        a = forward_numpy(self.weights_, self._matrix(X, fitting=False), self.block_sizes_, self.combine)[1]
+        return cast(np.ndarray, a)
 
     def _fitted_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         info = {
@@ -261,7 +289,7 @@ class FeatureFusion(ClassifierMixin, BaseEstimator):
             "val_score_": self.val_score_,
             "n_features_in_": self.n_features_in_,
         }
-        arrays = state_to_arrays(self.net_, "net.")
+        arrays = {f"net.{k}": v for k, v in self.weights_.items()}
         arrays.update(mean_=np.asarray(self.mean_, np.float32), scale_=np.asarray(self.scale_, np.float32))
         return info, arrays
 
@@ -271,5 +299,5 @@ class FeatureFusion(ClassifierMixin, BaseEstimator):
         self.best_epoch_, self.val_score_ = info["best_epoch_"], info["val_score_"]
         self.n_features_in_ = int(info["n_features_in_"])
         self.mean_, self.scale_ = arrays["mean_"], arrays["scale_"]
-        self.net_ = self._new_net()
-        arrays_to_state(self.net_, arrays, "net.")
+        # the network is not rebuilt: predict_proba runs its forward pass in numpy (no torch at prediction)
+        self.weights_ = {k[len("net.") :]: v for k, v in arrays.items() if k.startswith("net.")}
