@@ -6,15 +6,16 @@ Sections (figures are copied by hand into docs/bench/noise.md):
   4-fold OOF probabilities of linear discriminant analysis), for several noise rates.
 - ``fashion-audit``: the multimodal audit of ../shared/data/fashion (4-fold OOF tfidf text model and
   EfficientNet-Lite0 + logistic-regression image model, fused by the mean); writes the review page.
-- ``fashion-prune``: 5-fold macro-F1 of the image model (EfficientNet-Lite0 + logreg) trained on all training
-  rows vs on training rows pruned by each policy; issues are found by 4-fold OOF inside each training part only.
+- ``fashion-prune``: 5-fold macro-F1 of the image model training uses (``embed:efficientnet-lite0``) fitted on
+  all training rows vs with each cleaning policy's weights, applied as training applies them (sample weights, see
+  ``noise_experiments.py``); issues are found by 4-fold OOF inside each training part only.
 - ``rakuten``: audit of the saved model outputs in ../shared/data/rakuten/model_outputs/split_a_val.
 
 Usage::
 
     python benchmarks/bench_noise.py synthetic
     python benchmarks/bench_noise.py fashion-audit --cache-dir /tmp/prodcat-cache
-    python benchmarks/bench_noise.py fashion-prune --cache-dir /tmp/prodcat-cache [--detector text]
+    python benchmarks/bench_noise.py fashion-prune [--detector text] [--folds 5] [--sample N]
     python benchmarks/bench_noise.py rakuten
 """
 
@@ -127,26 +128,29 @@ def fashion_audit(args: argparse.Namespace) -> None:
 
 
 def fashion_prune(args: argparse.Namespace) -> None:
-    from prodcat.models import EmbeddingClassifier, make_head
-    from prodcat.noise import compare_pruning
+    from noise_experiments import compare_pruning
+
+    from prodcat.registry import create
 
     df, labels = fashion_catalog(args.text_column)
-    Z, ok = EmbeddingClassifier("efficientnet-lite0", column="image", cache_dir=args.cache_dir).embed(df)
-    print(
-        f"fashion: {len(df)} products, image embeddings {Z.shape}, {int((~ok).sum())} without a usable image"
-    )
+    if args.sample:
+        df = df.sample(n=min(args.sample, len(df)), random_state=0).reset_index(drop=True)
+        labels = df["label"].astype(str).to_numpy()
+    # The image model training uses (`embed:efficientnet-lite0`: cached frozen features + logistic regression,
+    # C=0.05), cleaned the way training cleans it: weights as sample_weight, every row kept.
+    model = create("image-model", "embed:efficientnet-lite0", cache_dir=args.cache_dir, random_state=0)
+    _, ok = model.embed(df)  # fills the embedding cache once; every fit below reads it
+    print(f"fashion: {len(df)} products, {int((~ok).sum())} without a usable image")
     detector = X_detector = None
     if args.detector == "text":
-        from prodcat.registry import create
-
         detector, X_detector = create("text-model", "tfidf"), df
     t0 = time.perf_counter()
     cmp = compare_pruning(
-        make_head("logreg", None, random_state=0),
-        Z,
+        model,
+        df,
         labels,
         policies=["top-fraction:0.1", "all", "downweight:0.05"],
-        n_splits=5,
+        n_splits=args.folds,
         inner_splits=4,
         detector=detector,
         X_detector=X_detector,
@@ -159,10 +163,10 @@ def fashion_prune(args: argparse.Namespace) -> None:
 
 def rakuten(args: argparse.Namespace) -> None:
     from prodcat.audit import audit_labels
-    from prodcat.commands.audit import read_model_outputs
+    from prodcat.predictions import read_model_outputs
 
-    index, classes, arrays = read_model_outputs(SPLIT_A)
-    labels = index["prdtypecode"].to_numpy()
+    outputs = read_model_outputs(SPLIT_A, label_column="prdtypecode")
+    labels, classes, arrays = outputs.require_labels(), np.asarray(outputs.classes), outputs.probas
     rows = []
     setups = {
         "text_camembert": {"text": arrays["text_camembert"]},
@@ -215,6 +219,8 @@ def main() -> None:
     parser.add_argument(
         "--detector", default="image", choices=["image", "text"], help="model that finds issues"
     )
+    parser.add_argument("--folds", type=int, default=5, help="fashion-prune: outer folds")
+    parser.add_argument("--sample", type=int, default=0, help="fashion-prune: random products (0 = all)")
     args = parser.parse_args()
     t0 = time.perf_counter()
     {

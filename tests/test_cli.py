@@ -21,9 +21,24 @@ def test_inspect_demo_catalog(demo_catalog: Path) -> None:
     result = runner.invoke(app, ["inspect", str(demo_catalog), "--decode"])
     assert result.exit_code == 0, result.output
     assert "rows: 240" in result.output and "classes: 8" in result.output
+    # The demo catalog names some image files that do not exist and points its first row at a corrupt file.
+    import pandas as pd
+
+    table = pd.read_csv(demo_catalog)
+    absent = [
+        pid
+        for pid, img in zip(table["id"], table["image"], strict=True)
+        if not (demo_catalog.parent / img).is_file()
+    ]
+    corrupt = table["id"].iloc[0]
+    assert absent and corrupt not in absent
+    assert f"{len(absent)} image files missing" in result.output
     assert (
-        "corrupt" in result.output or "not an image" in result.output or "missing/unreadable" in result.output
+        f"images readable: {len(table) - len(absent) - 1}   missing/unreadable: {len(absent) + 1}"
+        in result.output
     )
+    assert f"{corrupt}: not an image" in result.output
+    assert f"{absent[0]}: missing file" in result.output
 
 
 def test_inspect_bad_column_is_a_clear_error(demo_catalog: Path) -> None:

@@ -20,7 +20,7 @@ from prodcat.fusion import (
     get_state,
     parse_members,
 )
-from prodcat.fusion.gbdt import export_trees, predict_raw
+from prodcat.fusion.gbdt import _raw_to_proba, export_trees, predict_raw
 from prodcat.registry import available, create
 
 C = 4
@@ -207,8 +207,9 @@ def test_gbdt_tree_export_matches_sklearn_with_missing_values() -> None:
     for target in (y, (y > 0).astype(int)):  # multiclass and binary
         hgb = HistGradientBoostingClassifier(max_iter=15, random_state=0).fit(X, target)
         trees = export_trees(hgb)
-        np.testing.assert_allclose(predict_raw(trees, X), hgb._raw_predict(X), atol=1e-9)
-        np.testing.assert_allclose(predict_raw(trees, X, chunk=37), hgb._raw_predict(X), atol=1e-9)
+        expected = hgb.predict_proba(X)  # scikit-learn's public prediction
+        np.testing.assert_allclose(_raw_to_proba(predict_raw(trees, X)), expected, atol=1e-9)
+        np.testing.assert_allclose(_raw_to_proba(predict_raw(trees, X, chunk=37)), expected, atol=1e-9)
 
 
 @settings(max_examples=20, deadline=None)
@@ -367,3 +368,18 @@ def test_default_ensemble_leaves_out_fusers_that_explode_with_the_class_count() 
         FusionConfig(method="ensemble", params={"members": "gbdt"}), n_models=2, seed=0, n_classes=1000
     )
     assert [name for name, _ in explicit.estimators] == ["0:gbdt"]  # an explicit choice is kept
+
+
+def test_fusers_adapt_their_own_folds_to_a_small_training_set() -> None:
+    from prodcat.fusion.gbdt import GBDTFusion
+
+    y = np.repeat(np.arange(8), 6)  # 48 rows, 6 per class
+    mlp = PaperMLPFusion(n_splits=8)
+    assert mlp.adapt_to_labels(y) == ["PaperMLPFusion: n_splits lowered to 6 (smallest class has 6 rows)"]
+    assert mlp.n_splits == 6 and PaperMLPFusion(n_splits=4).adapt_to_labels(y) == []
+    gbdt = GBDTFusion()  # a 0.1 holdout of 48 rows is 5 rows: not one per class
+    assert "early stopping off" in gbdt.adapt_to_labels(y)[0] and not gbdt.early_stopping
+    assert GBDTFusion().adapt_to_labels(np.repeat(np.arange(8), 20)) == []
+    ensemble = create("fusion", "ensemble")
+    notes = ensemble.adapt_to_labels(y)
+    assert [n.split(":")[0] for n in notes] == ["member '1", "member '2"]  # paper-mlp and gbdt, not mean

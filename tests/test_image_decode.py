@@ -97,15 +97,25 @@ def test_truncated_file(tmp_path: Path, fmt: str) -> None:
     assert probe_image(path) == (True, (200, 150), None)  # header-only probe cannot see truncation
 
 
-def test_corrupt_jpeg_body(tmp_path: Path) -> None:
+def _scrambled_jpeg(seed: int) -> bytes:
+    """A 120x80 JPEG whose headers are intact and whose entropy-coded body is random bytes."""
     data = bytearray(_jpeg_bytes(_noise(120, 80)))
-    rng = np.random.default_rng(0)
-    # Keep every header up to the start-of-scan marker, replace the entropy-coded body with random bytes.
-    body = data.index(b"\xff\xda") + 20
+    rng = np.random.default_rng(seed)
+    body = data.index(b"\xff\xda") + 20  # keep every header up to the start-of-scan marker
     data[body:-2] = rng.integers(0, 256, len(data) - body - 2, dtype=np.uint8).tobytes()
-    d = decode_image(bytes(data))
-    # libjpeg may resync and produce garbage pixels, or give up; either way nothing raises.
-    assert d.ok or (d.reason is not None and (d.reason == "truncated" or d.reason.startswith("corrupt")))
+    return bytes(data)
+
+
+def test_corrupt_jpeg_body_that_the_decoder_gives_up_on_is_reported_corrupt() -> None:
+    d = decode_image(_scrambled_jpeg(0))  # these random bytes break libjpeg's data stream
+    assert d.image is None
+    assert d.reason is not None and d.reason.startswith("corrupt: OSError")
+
+
+def test_corrupt_jpeg_body_that_the_decoder_resyncs_on_gives_an_image_of_the_header_size() -> None:
+    d = decode_image(_scrambled_jpeg(1))  # libjpeg resyncs on these and fills garbage pixels
+    assert d.ok and d.reason is None
+    assert d.image is not None and d.image.size == (120, 80) and d.image.mode == "RGB"
 
 
 def test_garbage_after_magic_number() -> None:

@@ -185,7 +185,8 @@ def test_lite0_onnx_matches_torch(sources: list, tmp_path: Path) -> None:
 
 
 def test_embedding_classifier_with_tiny_embedder(tmp_path: Path) -> None:
-    models = pytest.importorskip("prodcat.models")
+    from prodcat import models
+
     rng = np.random.default_rng(0)
     colours = {"red": (200, 30, 30), "green": (30, 180, 30), "blue": (30, 30, 200)}
     rows = []
@@ -204,7 +205,8 @@ def test_embedding_classifier_with_tiny_embedder(tmp_path: Path) -> None:
 
 
 def test_embedding_classifier_sees_undecodable_images_as_missing(tmp_path: Path) -> None:
-    models = pytest.importorskip("prodcat.models")
+    from prodcat import models
+
     (tmp_path / "fake.jpg").write_text("not an image")
     df = pd.DataFrame({"image": [str(_solid(tmp_path / "a.jpg", (1, 2, 3))), str(tmp_path / "fake.jpg")]})
     _, ok = models.EmbeddingClassifier("test-tiny", column="image", cache_dir=tmp_path / "c").embed(df)
@@ -212,7 +214,6 @@ def test_embedding_classifier_sees_undecodable_images_as_missing(tmp_path: Path)
 
 
 def test_embed_image_model_registry_defaults() -> None:
-    pytest.importorskip("prodcat.models")
     clf = registry.create("image-model", "embed:efficientnet-lite0")
     assert (clf.embedder, clf.column, clf.head_params) == ("efficientnet-lite0", "image", {"C": 0.05})
     mlp = registry.create("image-model", "embed:test-tiny", head="mlp")
@@ -331,6 +332,34 @@ def test_lite_stage_table_matches_the_networks() -> None:
     assert (
         lite_dim("efficientnet-lite0") == 1280 and lite_dim("efficientnet-lite0", 3) == 1280 + 112 + 192 + 320
     )
+
+
+def test_lite_stage_features_equal_the_network_walked_by_hand() -> None:
+    """The hooked forward pass computes what walking the network's own layers gives (so cached embeddings of
+    earlier versions stay valid)."""
+    import torch
+
+    from prodcat.image.encoders import build_lite_features
+
+    module = build_lite_features("efficientnet-lite0", extra_stages=3)
+    x = torch.randint(0, 256, (2, 64, 48, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        got = module(x)
+        net = module.net
+        h = (x.permute(0, 3, 1, 2).float() - 127.0) / 128.0
+        h = net._swish(net._bn0(net._conv_stem(h)))
+        parts, ends = [], stage_ends_of(net)
+        for i, block in enumerate(net._blocks):
+            h = block(h, drop_connect_rate=None)
+            if i in ends[-3:]:
+                parts.append(h.mean(dim=(2, 3)))
+        parts.append(net._swish(net._bn1(net._conv_head(h))).mean(dim=(2, 3)))
+    torch.testing.assert_close(got, torch.cat(parts, dim=1))
+
+
+def stage_ends_of(net) -> list[int]:
+    outs = [b._block_args.output_filters for b in net._blocks]
+    return [i for i in range(len(outs)) if i == len(outs) - 1 or outs[i + 1] != outs[i]]
 
 
 def test_lite_extra_stages_add_pooled_stage_features_before_the_head(sources: list, tmp_path: Path) -> None:

@@ -4,26 +4,22 @@ import functools
 import itertools
 
 import numpy as np
-import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
-from sklearn.tree import DecisionTreeClassifier
 
 from prodcat.noise import (
     FILTERS,
     RANKINGS,
+    LabelIssues,
     PruningPolicy,
     check_proba,
-    compare_pruning,
+    cleaning_weights,
     find_label_issues,
-    fit_weighted,
+    fit_with_weights,
     label_quality,
-    prune_training_rows,
     pruning_weights,
 )
 from prodcat.oof import oof_predict_proba
@@ -117,20 +113,54 @@ def test_issue_invariants(seed: int, filter_by: str, rank_by: str) -> None:
     assert np.array_equal(again.mask, issues.mask)
 
 
+def ten_flagged() -> LabelIssues:
+    """20 rows; rows 10..19 flagged, with label quality 0.10 (row 19), 0.15 (row 18), ... 0.55 (row 10)."""
+    mask = np.arange(20) >= 10
+    quality = np.ones(20)
+    quality[10:] = np.linspace(0.55, 0.10, 10)
+    ranked = np.arange(19, 9, -1)  # least plausible first
+    zeros = np.zeros(20, dtype=np.int64)
+    return LabelIssues(
+        mask, ranked, quality, zeros, zeros, np.arange(2), "prune_by_noise_rate", "self_confidence"
+    )
+
+
+@pytest.mark.parametrize(
+    ("fraction", "dropped"), [(0.1, [19]), (0.25, [17, 18, 19]), (1.0, list(range(10, 20)))]
+)
+def test_top_fraction_drops_the_least_plausible_flagged_rows(fraction: float, dropped: list[int]) -> None:
+    w = pruning_weights(ten_flagged(), PruningPolicy("top-fraction", fraction=fraction))
+    assert np.flatnonzero(w == 0).tolist() == dropped  # 0.25 of 10 = 2.5 rounds up to 3
+    assert np.all(w[w != 0] == 1.0)
+
+
+def test_all_drops_every_flagged_row_and_none_keeps_all() -> None:
+    assert np.flatnonzero(pruning_weights(ten_flagged(), "all") == 0).tolist() == list(range(10, 20))
+    assert np.all(pruning_weights(ten_flagged(), "none") == 1.0)
+
+
+def test_downweight_keeps_every_row_weighted_by_quality_with_a_floor() -> None:
+    w = pruning_weights(ten_flagged(), PruningPolicy("downweight", min_weight=0.2))
+    assert np.all(w[:10] == 1.0)  # unflagged rows untouched
+    assert w[10] == pytest.approx(0.55) and w[15] == pytest.approx(0.30)
+    np.testing.assert_allclose(w[17:], 0.2)  # qualities 0.20, 0.15, 0.10 are floored at min_weight
+    assert np.all(w > 0)
+
+
 @settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 10_000), fraction=st.floats(0, 1), min_weight=st.floats(0, 1))
-def test_pruning_policies(seed: int, fraction: float, min_weight: float) -> None:
+@given(seed=st.integers(0, 10_000), lo=st.floats(0, 1), hi=st.floats(0, 1))
+def test_a_larger_fraction_drops_a_superset_of_less_plausible_rows(seed: int, lo: float, hi: float) -> None:
+    lo, hi = min(lo, hi), max(lo, hi)
     labels, proba = dirichlet_case(seed)
     issues = find_label_issues(labels, proba)
-    m = issues.n_issues
-    top = pruning_weights(issues, PruningPolicy("top-fraction", fraction=fraction))
-    k = int(np.floor(fraction * m + 0.5))
-    assert (top == 0).sum() == k and set(np.flatnonzero(top == 0)) == set(issues.ranked[:k].tolist())
-    assert np.array_equal(pruning_weights(issues, "all") == 0, issues.mask)
-    down = pruning_weights(issues, PruningPolicy("downweight", min_weight=min_weight))
-    assert np.all(down[~issues.mask] == 1.0)
-    assert np.all((down[issues.mask] >= min_weight) & (down[issues.mask] <= 1.0))
-    assert np.all(pruning_weights(issues, "none") == 1.0)
+    few = pruning_weights(issues, PruningPolicy("top-fraction", fraction=lo)) == 0
+    many = pruning_weights(issues, PruningPolicy("top-fraction", fraction=hi)) == 0
+    assert np.all(many[few])  # nested
+    kept_flagged = issues.mask & ~many
+    if (
+        many.any() and kept_flagged.any()
+    ):  # every dropped row is at most as plausible as every kept flagged one
+        assert issues.quality[many].max() <= issues.quality[kept_flagged].min()
 
 
 def test_policy_parse_round_trip() -> None:
@@ -174,56 +204,29 @@ def test_absent_class_column_is_ignored() -> None:
     assert np.allclose(label_quality(labels, padded, classes=np.arange(5)), a.quality)
 
 
-def test_fit_weighted_routes_and_refuses() -> None:
-    X, y = blobs(200, seed=6)
-    w = np.linspace(0, 1, len(y))  # first row dropped, the rest weighted
-    pipe = fit_weighted(make_pipeline(StandardScaler(), LogisticRegression()), X, y, w)
-    assert pipe.steps[-1][1].n_features_in_ == X.shape[1]
-
-    class NoWeights(DecisionTreeClassifier):
-        def fit(self, X: np.ndarray, y: np.ndarray) -> NoWeights:  # type: ignore[override]
-            return super().fit(X, y)
-
-    with pytest.raises(TypeError, match="sample_weight"):
-        fit_weighted(NoWeights(), X, y, w)
-    # 0/1 weights only drop rows: no sample_weight needed
-    dropped = fit_weighted(NoWeights(), pd.DataFrame(X), y, (w > 0.5).astype(float))
-    assert dropped.tree_.n_node_samples[0] == int((w > 0.5).sum())
+def test_cleaning_weights_are_the_policy_applied_to_the_issues_found() -> None:
+    labels, proba = dirichlet_case(3)
+    issues, w = cleaning_weights(labels, proba, policy="all")
+    assert issues.n_issues > 0
+    assert np.array_equal(w == 0, issues.mask)
+    again, _ = cleaning_weights(labels, proba, policy="none", filter_by="both")
+    assert again.filter_by == "both"
 
 
-def test_prune_training_rows_flags_flips_on_training_rows_only() -> None:
-    X, y = blobs(600, seed=7)
-    labels, flipped = flip(y, 0.1, seed=8)
-    res = prune_training_rows(LinearDiscriminantAnalysis(), X[:400], labels[:400], policy="all")
-    assert res.weights.shape == (400,) and res.proba.shape == (400, N_CLASSES)
-    assert np.array_equal(res.keep, ~res.issues.mask)
-    hits = (res.issues.mask & flipped[:400]).sum()
-    assert hits / max(res.issues.n_issues, 1) >= 0.8
+def test_fit_with_weights_keeps_every_row_and_passes_the_weights() -> None:
+    """Training never removes a row: a weight of 0 goes to fit as sample_weight (the rows still shape, e.g., a
+    vectorizer's vocabulary), and a fit without weights is a plain fit."""
+    seen: dict[str, object] = {}
 
+    class Spy(LogisticRegression):
+        def fit(self, X, y, sample_weight=None):  # type: ignore[override]
+            seen["n"], seen["w"] = len(X), sample_weight
+            return super().fit(X, y, sample_weight=sample_weight)
 
-def test_compare_pruning_never_cleans_held_out_rows() -> None:
-    X, y = blobs(600, seed=9, sep=1.2)
-    labels, _ = flip(y, 0.2, seed=10)
-    truth = np.array([f"class-{v}" for v in y])
-    cmp = compare_pruning(
-        LinearDiscriminantAnalysis(),
-        X,
-        labels,
-        policies=["top-fraction:0.1", "all"],
-        n_splits=3,
-        inner_splits=3,
-        y_eval=truth,
-        n_boot=50,
-        progress=False,
-    )
-    assert set(cmp.summary["policy"]) == {"none", "top-fraction:0.1", "all"}
-    # every row gets exactly one held-out prediction per policy, training sizes exclude the held-out fold
-    assert all(len(p) == len(labels) for p in cmp.predictions.values())
-    assert cmp.folds.groupby("policy")["n_train"].sum().eq(2 * len(labels)).all()
-    none = cmp.summary.set_index("policy").loc["none"]
-    assert none["delta"] == 0 and none["dropped_mean"] == 0
-    pruned = cmp.folds[cmp.folds["policy"] == "all"]
-    assert (pruned["n_dropped"] == pruned["n_flagged"]).all() and (pruned["n_dropped"] > 0).all()
-    for row in cmp.summary.itertuples():
-        assert 0.0 <= row.macro_f1 <= 1.0
-        assert row.delta_lo <= row.delta + 1e-12 and row.delta - 1e-12 <= row.delta_hi
+    X, y = blobs(120, seed=6)
+    w = np.where(np.arange(len(y)) % 4 == 0, 0.0, 0.5)
+    fitted = fit_with_weights(Spy(), X, y, w)
+    assert seen["n"] == len(y) and np.array_equal(seen["w"], w)
+    assert fitted.n_features_in_ == X.shape[1]
+    fit_with_weights(Spy(), X, y, None)
+    assert seen["w"] is None

@@ -142,12 +142,21 @@ def test_config_defaults_are_the_packaged_default_yaml(tmp_path: Path) -> None:
 
 
 def test_builtin_configs_name_registered_models() -> None:
+    """Every model a built-in config names builds into a classifier with its configured parameters, and passes
+    its own parameter check (the pipeline's check before training)."""
     for name in ("default", "accurate", "paper-gpu"):
         cfg = load_config(name)
-        for spec in cfg.text_models:
-            assert build_model(spec, modality="text", cache_dir=None, seed=0) is not None
-        for spec in cfg.image_models:
-            assert build_model(spec, modality="image", cache_dir=None, seed=0) is not None
+        specs = [(s, "text") for s in cfg.text_models] + [(s, "image") for s in cfg.image_models]
+        assert specs, name
+        for spec, role in specs:
+            est = build_model(spec, modality=role, cache_dir=None, seed=0)
+            assert callable(est.fit) and callable(est.predict_proba), (name, spec.name)
+            params = est.get_params(deep=False)
+            for key, value in spec.params.items():
+                assert params[key] == value, (name, spec.name, key)
+            check = getattr(est, "check_params", None)
+            if callable(check) and spec.name.startswith(("embed:", "tfidf")):  # these build offline
+                check()
 
 
 def test_accurate_is_the_default_with_the_native_image_box() -> None:
@@ -322,7 +331,7 @@ def test_every_cheap_model_saves_as_a_compact_archive(
         ({"text_models": [{"name": "tfidf", "params": {"Cc": 1}}]}, r"text model 'tfidf': .*'Cc'"),
         (
             {"text_models": [{"name": "tfidf", "params": {"C": -1}}]},
-            r"text model 'tfidf': The 'C' parameter of LogisticRegression must be a float in the range",
+            r"text model 'tfidf': The 'C' parameter of TfidfTextClassifier must be a float in the range \(0.0, inf\)",
         ),
         (
             {"text_models": [{"name": "tfidf", "params": {"char_ngram_range": [5, 2]}}]},
@@ -400,3 +409,32 @@ def test_too_few_products_for_the_noise_folds_with_a_fusion_holdout(catalog: pd.
     msg = str(err.value)
     assert repr(str(rare)) in msg and "held out for validation and for the fusion" in msg
     assert "fusion_holdout" in msg and "(7 in the catalog" in msg
+
+
+def test_small_catalog_adapts_the_fusion_folds_up_front_and_says_so(tmp_path: Path, capsys) -> None:
+    """8 products per class used to train every model and then fail in the fusion ("n_splits=8 cannot be
+    greater than the number of members in each class", or gbdt's early-stopping holdout)."""
+    from prodcat.commands.model import print_summary
+    from prodcat.demo import DemoSpec, make_demo_catalog
+
+    small = read_catalog(make_demo_catalog(tmp_path, DemoSpec(n_per_class=8, image_size=32, seed=3)))[0]
+    cfg = TrainConfig.model_validate(
+        {
+            **TINY,
+            "validation_fraction": 0.0,
+            "noise": {"enabled": False},
+            "fusion": {
+                "method": "ensemble",
+                "params": {"members": "mean+paper-mlp[epochs=2]+gbdt[max_iter=3]"},
+            },
+            "cache_dir": None,
+        }
+    )
+    model = train(small, cfg, progress=False)
+    notes = model.metrics["fusion_adapted"]
+    assert any("n_splits lowered to" in n for n in notes) and any("early stopping off" in n for n in notes)
+    members = dict(model.fuser.named_estimators_)
+    mlp = next(m for name, m in members.items() if "paper-mlp" in name)
+    assert mlp.n_splits < 8 and len(mlp.predict_proba(np.zeros((1, mlp.n_features_in_)) + 1 / 8)) == 1
+    print_summary(model.metrics)
+    assert "small catalog, fusion adapted" in capsys.readouterr().out

@@ -176,10 +176,8 @@ def test_load_8_clients_good_and_malformed(server: str) -> None:
         body = r.json() if r.headers.get("content-type", "").startswith("application/json") else r.text
         return what, expected, r.status_code, (label, body)
 
-    start = time.perf_counter()
     with ThreadPoolExecutor(CLIENTS) as pool:
         results = list(pool.map(send, plan))
-    elapsed = time.perf_counter() - start
 
     wrong = [(what, expected, got, body) for what, expected, got, (_, body) in results if got != expected]
     assert not wrong, wrong[:5]
@@ -190,7 +188,6 @@ def test_load_8_clients_good_and_malformed(server: str) -> None:
             assert [p["label"] for p in body["predictions"]] == [lab for _, lab in GOOD_TITLES]
         elif isinstance(body, dict) and isinstance(body["detail"], list):  # 422s name the field and say why
             assert all(e["loc"] and e["msg"] for e in body["detail"]), body
-    assert elapsed < 120
 
     metrics = httpx.get(f"{server}/metrics").json()
     statuses: Counter[str] = Counter()

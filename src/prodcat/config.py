@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from prodcat import registry
+from prodcat.noise import FilterBy, PruningPolicy, RankBy
 
 
 class ModelSpec(BaseModel):
@@ -53,9 +54,18 @@ class NoiseConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     enabled: bool = True
     modalities: list[Literal["text", "image"]] = Field(default_factory=lambda: ["image"])  # type: ignore[arg-type]
-    policy: str = "downweight:0.05"
-    filter_by: str = "prune_by_noise_rate"
-    rank_by: str = "self_confidence"
+    policy: str = "downweight:0.05"  # top-fraction[:f] | all | downweight[:min_weight] | none
+    filter_by: FilterBy = "prune_by_noise_rate"  # cleanlab's filter_by
+    rank_by: RankBy = "self_confidence"  # cleanlab's ranking score
+
+    @field_validator("policy")
+    @classmethod
+    def _known_policy(cls, value: str) -> str:
+        try:
+            PruningPolicy.parse(value)
+        except ValueError as e:  # unknown kind, or a number that does not parse or is out of range
+            raise ValueError(f"policy {value!r}: {e}") from None
+        return value
 
 
 class FusionConfig(BaseModel):

@@ -13,10 +13,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
-from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from prodcat.oof import align_proba
+from prodcat.params import Options, validate_params
 
 
 def majority_vote(
@@ -119,9 +119,9 @@ class VotingEnsemble(ClassifierMixin, BaseEstimator):
     with ``voting="hard"``, ``predict`` follows the vote and may differ from ``predict_proba(X).argmax(1)``.
     """
 
-    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+    _constraints: ClassVar[dict[str, list[Any]]] = {
         "estimators": [list, tuple],
-        "voting": [StrOptions({"hard", "soft"})],
+        "voting": [Options({"hard", "soft"})],
         "weights": ["array-like", None],
         "refit": ["boolean"],
     }
@@ -154,10 +154,19 @@ class VotingEnsemble(ClassifierMixin, BaseEstimator):
         self._set_classes()
         return self
 
+    def adapt_to_labels(self, y: Any) -> list[str]:
+        """Each member's ``adapt_to_labels(y)`` (members that have one adapt their settings to a small training
+        set); returns the changes in words, prefixed by the member's name."""
+        notes = []
+        for name, est in self.estimators:
+            adapt = getattr(est, "adapt_to_labels", None)
+            notes += [f"member {name!r}: {note}" for note in (adapt(y) if callable(adapt) else [])]
+        return notes
+
     def check_params(self) -> None:
         """Check the ensemble's parameters and each member's (``check_params`` where a member has one) without
         fitting; a ``ValueError`` names the parameter and, for a member, the member."""
-        self._validate_params()
+        validate_params(self, self._constraints)
         if not self.estimators:
             raise ValueError("VotingEnsemble needs at least one estimator")
         if self.weights is not None:

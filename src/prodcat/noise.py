@@ -8,28 +8,26 @@ module is the functional core of that step, on arrays only:
   (text, image or fused), with cleanlab's filters (``FILTERS``) and ranking scores (``RANKINGS``) chosen by name.
 - :class:`PruningPolicy` / :func:`pruning_weights` turn flagged rows into per-row training weights: drop the top
   fraction of the ranked list (paper), drop every flagged row, or down-weight them.
-- :func:`prune_training_rows` computes the weights from OOF probabilities of the TRAINING rows only, and
-  :func:`compare_pruning` measures macro-F1 on held-out folds with and without pruning: rows a model is
-  evaluated on are never cleaned (the paper's code also cleaned its validation split, which inflates scores).
+- :func:`cleaning_weights` is the step training runs on out-of-fold probabilities of the TRAINING rows only (rows
+  a model is evaluated on are never cleaned: the paper's code also cleaned its validation split, which inflates
+  scores), and :func:`fit_with_weights` how training applies the weights.
 
-Like cleanlab itself, nothing here touches a model other than through its probabilities, except the two
-helpers at the end which fit clones of an sklearn estimator.
+Like cleanlab itself, nothing here touches a model other than through its probabilities, except
+:func:`fit_with_weights`. Experiments comparing policies live in ``benchmarks/noise_experiments.py``.
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
-import pandas as pd
 
 from prodcat.probability import check_probabilities
 
 # cleanlab's `filter_by` options (cleanlab.filter.find_label_issues).
-FILTERS: tuple[str, ...] = (
+FilterBy = Literal[
     "prune_by_noise_rate",
     "prune_by_class",
     "both",
@@ -37,9 +35,11 @@ FILTERS: tuple[str, ...] = (
     "predicted_neq_given",
     "low_normalized_margin",
     "low_self_confidence",
-)
+]
 # cleanlab's label quality scores (cleanlab.rank.get_label_quality_scores `method`); low = suspicious.
-RANKINGS: tuple[str, ...] = ("self_confidence", "normalized_margin", "confidence_weighted_entropy")
+RankBy = Literal["self_confidence", "normalized_margin", "confidence_weighted_entropy"]
+FILTERS: tuple[str, ...] = get_args(FilterBy)
+RANKINGS: tuple[str, ...] = get_args(RankBy)
 POLICIES: tuple[str, ...] = ("top-fraction", "all", "downweight", "none")
 
 
@@ -263,202 +263,27 @@ def pruning_weights(issues: LabelIssues, policy: PruningPolicy | str = "top-frac
     return w
 
 
-def _rows(X: Any, idx: np.ndarray) -> Any:
-    return X.iloc[idx] if isinstance(X, pd.DataFrame | pd.Series) else X[idx]
-
-
-def fit_weighted(estimator: Any, X: Any, y: np.ndarray, weights: np.ndarray | None) -> Any:
-    """Fit ``estimator`` on rows with weight > 0; fractional weights go to ``fit`` as ``sample_weight``.
-
-    A Pipeline receives them as ``<last step>__sample_weight``. Returns the fitted estimator.
-    """
-    if weights is None:
-        return estimator.fit(X, y)
-    keep = np.flatnonzero(weights > 0)
-    Xk = _rows(X, keep)
-    if np.all(weights[keep] == 1.0):
-        return estimator.fit(Xk, y[keep])
-    if hasattr(estimator, "steps"):
-        return estimator.fit(Xk, y[keep], **{f"{estimator.steps[-1][0]}__sample_weight": weights[keep]})
-    if "sample_weight" not in inspect.signature(estimator.fit).parameters:
-        raise TypeError(f"{type(estimator).__name__}.fit takes no sample_weight; use a dropping policy")
-    return estimator.fit(Xk, y[keep], sample_weight=weights[keep])
-
-
-@dataclass
-class PruneResult:
-    """``weights`` (n_train,) in [0, 1] (0 = dropped), ``issues`` found on the training rows, ``proba`` their
-    (n_train, C) out-of-fold probabilities."""
-
-    weights: np.ndarray
-    issues: LabelIssues
-    proba: np.ndarray
-
-    @property
-    def keep(self) -> np.ndarray:
-        """(n_train,) bool, rows that stay in training."""
-        return self.weights > 0
-
-
-def prune_training_rows(
-    estimator: Any,
-    X_train: Any,
-    y_train: Sequence[Any] | np.ndarray,
+def cleaning_weights(
+    labels: Sequence[Any] | np.ndarray,
+    oof_proba: np.ndarray,
     *,
+    classes: Sequence[Any] | np.ndarray | None = None,
     policy: PruningPolicy | str = "top-fraction",
-    n_splits: int = 4,
     filter_by: str = "prune_by_noise_rate",
     rank_by: str = "self_confidence",
-    seed: int = 42,
-    progress: bool = False,
-) -> PruneResult:
-    """Training weights from confident learning on ``n_splits``-fold OOF probabilities of the TRAINING rows.
+) -> tuple[LabelIssues, np.ndarray]:
+    """The label issues of training rows and the policy's ``(n,)`` training weights, from out-of-fold
+    probabilities of those rows only (rows a model is evaluated on are never cleaned).
 
-    Pass only the rows the final model will be trained on: validation/test rows and the rows a fusion model is
-    trained on must never be pruned, or their scores are inflated. ``estimator`` is cloned, never fitted in place.
+    This is the cleaning step of training (:mod:`prodcat.pipeline`); the weights are applied by
+    :func:`fit_with_weights`, and ``benchmarks/noise_experiments.py`` measures the same two steps.
     """
-    from prodcat.oof import oof_predict_proba
-
-    y = np.asarray(y_train)
-    oof = oof_predict_proba(
-        estimator,
-        X_train,
-        y,
-        n_splits=n_splits,
-        seed=seed,
-        refit=False,
-        progress=progress,
-        desc="noise folds",
-    )
-    issues = find_label_issues(y, oof.proba, classes=oof.classes, filter_by=filter_by, rank_by=rank_by)
-    return PruneResult(weights=pruning_weights(issues, policy), issues=issues, proba=oof.proba)
+    issues = find_label_issues(labels, oof_proba, classes=classes, filter_by=filter_by, rank_by=rank_by)
+    return issues, pruning_weights(issues, policy)
 
 
-def _macro_f1_idx(t: np.ndarray, p: np.ndarray, n_classes: int) -> float:
-    """Macro-F1 from integer labels over the classes that occur in ``t`` (:func:`prodcat.evaluate.macro_f1`'s rule)."""
-    cm = np.bincount(t * n_classes + p, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
-    tp = np.diag(cm).astype(np.float64)
-    support, predicted = cm.sum(axis=1), cm.sum(axis=0)
-    seen = support > 0
-    f1 = np.divide(2 * tp, support + predicted, out=np.zeros_like(tp), where=seen)
-    return float(f1[seen].mean())
-
-
-@dataclass
-class PruningComparison:
-    """Held-out macro-F1 with and without pruning the training folds.
-
-    ``folds``: one row per (fold, policy) with ``n_train``, ``n_flagged``, ``n_dropped``, ``macro_f1``.
-    ``summary``: one row per policy with ``macro_f1`` over all pooled held-out predictions and its bootstrap 95%
-    interval (``f1_lo``, ``f1_hi``), ``delta`` against ``"none"`` with a paired bootstrap 95% interval
-    (``delta_lo``, ``delta_hi``: resampling the same rows for both), the mean and std of the per-fold scores and
-    the mean number of dropped rows. ``predictions``: policy -> (n,) held-out predicted labels.
+def fit_with_weights(estimator: Any, X: Any, y: np.ndarray, weights: np.ndarray | None) -> Any:
+    """Fit ``estimator`` as training does: every row, with ``weights`` as ``sample_weight`` (0 = the row does
+    not count; dropping is a weight of 0, not a removed row). ``None`` fits without weights. Returns the estimator.
     """
-
-    folds: pd.DataFrame
-    summary: pd.DataFrame
-    predictions: dict[str, np.ndarray]
-
-
-def compare_pruning(
-    estimator: Any,
-    X: Any,
-    y: Sequence[Any] | np.ndarray,
-    *,
-    policies: Sequence[PruningPolicy | str] = ("top-fraction:0.1", "all"),
-    n_splits: int = 5,
-    inner_splits: int = 4,
-    filter_by: str = "prune_by_noise_rate",
-    rank_by: str = "self_confidence",
-    detector: Any = None,
-    X_detector: Any = None,
-    y_eval: Sequence[Any] | np.ndarray | None = None,
-    n_boot: int = 1000,
-    seed: int = 42,
-    progress: bool = True,
-) -> PruningComparison:
-    """Macro-F1 on held-out folds when the training folds are used as given vs pruned by each policy.
-
-    For each of ``n_splits`` outer folds, label issues are found from ``inner_splits``-fold OOF probabilities of
-    the training part only, by ``detector`` on ``X_detector`` (default: ``estimator`` on ``X``; e.g. a text model
-    on the catalog to clean an image model's training rows). The held-out part is never cleaned and is scored
-    against ``y_eval`` (default ``y``; pass the true labels when known, e.g. in synthetic experiments).
-    """
-    from sklearn.base import clone
-    from tqdm.auto import tqdm
-
-    from prodcat.evaluate import bootstrap_ci, macro_f1
-    from prodcat.oof import align_proba
-    from prodcat.splits import kfold_indices
-
-    y = np.asarray(y)
-    y_eval = y if y_eval is None else np.asarray(y_eval)
-    detector, X_detector = (
-        (estimator, X) if detector is None else (detector, X if X_detector is None else X_detector)
-    )
-    classes = np.unique(np.concatenate([y, y_eval]))
-    parsed = [PruningPolicy(kind="none"), *(PruningPolicy.parse(p) for p in policies if str(p) != "none")]
-    names = [str(p) for p in parsed]
-    pred = {name: np.empty(len(y), dtype=np.int64) for name in names}
-    rows = []
-    splits = list(kfold_indices(y.tolist(), n_splits=n_splits, seed=seed))
-    for k, (tr, te) in enumerate(tqdm(splits, desc="pruning folds", disable=not progress)):
-        found = prune_training_rows(
-            detector,
-            _rows(X_detector, tr),
-            y[tr],
-            policy="none",
-            n_splits=inner_splits,
-            filter_by=filter_by,
-            rank_by=rank_by,
-            seed=seed,
-        ).issues
-        for policy, name in zip(parsed, names, strict=True):
-            w = pruning_weights(found, policy)
-            model = fit_weighted(clone(estimator), _rows(X, tr), y[tr], None if policy.kind == "none" else w)
-            proba = align_proba(model.predict_proba(_rows(X, te)), model.classes_, classes)
-            pred[name][te] = proba.argmax(axis=1)
-            f1 = macro_f1(y_eval[te], classes[pred[name][te]])
-            n_dropped = int((w == 0).sum())
-            rows.append(
-                {
-                    "fold": k,
-                    "policy": name,
-                    "n_train": len(tr),
-                    "n_flagged": found.n_issues,
-                    "n_dropped": n_dropped,
-                    "macro_f1": f1,
-                }
-            )
-    folds = pd.DataFrame(rows)
-    t_all = encode_labels(y_eval, classes)
-    rng = np.random.default_rng(seed)
-    boots = [rng.integers(0, len(y), len(y)) for _ in range(n_boot)]
-    summary = []
-    for name in names:
-        ci = bootstrap_ci(y_eval, classes[pred[name]], n_boot=max(n_boot, 1), seed=seed)
-        deltas = np.array(
-            [
-                _macro_f1_idx(t_all[b], pred[name][b], len(classes))
-                - _macro_f1_idx(t_all[b], pred["none"][b], len(classes))
-                for b in boots
-            ]
-        )
-        per_fold = folds.loc[folds["policy"] == name]
-        summary.append(
-            {
-                "policy": name,
-                "macro_f1": ci.value,
-                "f1_lo": ci.low,
-                "f1_hi": ci.high,
-                "delta": ci.value - macro_f1(y_eval, classes[pred["none"]]),
-                "delta_lo": float(np.quantile(deltas, 0.025)) if n_boot else np.nan,
-                "delta_hi": float(np.quantile(deltas, 0.975)) if n_boot else np.nan,
-                "fold_mean": per_fold["macro_f1"].mean(),
-                "fold_std": per_fold["macro_f1"].std(ddof=1),
-                "dropped_mean": per_fold["n_dropped"].mean(),
-            }
-        )
-    return PruningComparison(
-        folds=folds, summary=pd.DataFrame(summary), predictions={n: classes[p] for n, p in pred.items()}
-    )
+    return estimator.fit(X, y) if weights is None else estimator.fit(X, y, sample_weight=weights)

@@ -48,7 +48,7 @@ def _model_oof(
 
     Returns ``(oof (n, C), sample_weight or None, noise info)``.
     """
-    from prodcat.noise import PruningPolicy, find_label_issues, pruning_weights
+    from prodcat.noise import PruningPolicy, cleaning_weights
 
     oof = oof_predict_proba(
         est,
@@ -64,10 +64,14 @@ def _model_oof(
     info: dict[str, Any] = {}
     if not (config.noise.enabled and role in config.noise.modalities):
         return oof.proba, None, info
-    issues = find_label_issues(
-        y, oof.proba, classes=oof.classes, filter_by=config.noise.filter_by, rank_by=config.noise.rank_by
+    issues, weights = cleaning_weights(
+        y,
+        oof.proba,
+        classes=oof.classes,
+        policy=PruningPolicy.parse(config.noise.policy),
+        filter_by=config.noise.filter_by,
+        rank_by=config.noise.rank_by,
     )
-    weights = pruning_weights(issues, PruningPolicy.parse(config.noise.policy))
     info = {
         "flagged": int(issues.n_issues),
         "dropped": int((weights == 0).sum()),
@@ -125,13 +129,14 @@ def _fit(est: Any, X: pd.DataFrame, y: np.ndarray, weights: np.ndarray | None, c
     Cached under the same key as the OOF probabilities (estimator parameters, data, image file signatures,
     labels, weights), as skops bytes loaded against the bundle's allow-list.
     """
+    from prodcat.noise import fit_with_weights
     from prodcat.oof import oof_cache_key
 
     return _cached(
         config,
         "fit",
         lambda: oof_cache_key(est, X, y, weights, 0, config.seed),
-        lambda: est.fit(X, y) if weights is None else est.fit(X, y, sample_weight=weights),
+        lambda: fit_with_weights(est, X, y, weights),
         lambda fitted: {"skops": np.frombuffer(dumps_estimator(fitted), dtype=np.uint8)},
         lambda hit: loads_estimator(hit["skops"].tobytes(), source="training cache"),
     )
@@ -300,6 +305,13 @@ def train(df: pd.DataFrame, config: TrainConfig, *, progress: bool = True) -> Tr
         raise ValueError("the config names no text or image model")
     estimators = [_checked_model(spec, role, config) for spec, role in specs]  # config errors before any work
     fuser = _checked_fuser(config, len(specs), len(classes))
+    # A small catalog: the fuser's own folds / holdouts adapt to the rows it will be trained on, before any model
+    # is trained (they used to fail after the modality models had trained), and the summary says so.
+    adapt = getattr(fuser, "adapt_to_labels", None)
+    fusion_notes = adapt(y[fuse_idx]) if callable(adapt) else []
+    for note in fusion_notes:
+        log.warning("small catalog: %s", note)
+        _log(progress, f"[fusion] small catalog: {note}")
     models, fuse_inputs, noise_info = [], [], {}
     for (spec, role), est in zip(specs, estimators, strict=True):
         t0 = time.perf_counter()
@@ -340,6 +352,7 @@ def train(df: pd.DataFrame, config: TrainConfig, *, progress: bool = True) -> Tr
         "n_classes": len(classes),
         "timings_s": timings,
         "noise": noise_info,
+        "fusion_adapted": fusion_notes,
     }
     fused: np.ndarray | None = None  # out-of-fold fused probabilities (n_fuse, C), from the calibration stage
     if config.calibration.enabled:

@@ -111,6 +111,8 @@ def print_summary(metrics: dict[str, Any]) -> None:
         typer.echo(
             f"  noise [{name}]: {info['flagged']} flagged, {info['dropped']} dropped from training folds"
         )
+    for note in metrics.get("fusion_adapted", []):
+        typer.echo(f"  small catalog, fusion adapted: {note}")
     val = metrics.get("validation")
     if not val:
         return

@@ -20,10 +20,10 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import logsumexp, softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from prodcat.evaluate import macro_f1
+from prodcat.params import Interval, Options, validate_params
 from prodcat.probability import check_probabilities
 
 _EPS = 1e-6  # probability floor before taking logs
@@ -41,7 +41,7 @@ class DecisionFusion(ClassifierMixin, BaseEstimator):
     n_extra: int
 
     # scikit-learn's parameter validation: type and range of each constructor argument (subclasses extend it).
-    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+    _constraints: ClassVar[dict[str, list[Any]]] = {
         "classes": ["array-like", None],
         "n_models": [Interval(Integral, 1, None, closed="left"), None],
         "n_extra": [Interval(Integral, 0, None, closed="left")],
@@ -51,7 +51,7 @@ class DecisionFusion(ClassifierMixin, BaseEstimator):
         """Check the parameters without fitting: types and ranges (scikit-learn's ``InvalidParameterError``, a
         ``ValueError`` naming the parameter), then the checks across parameters. ``fit`` runs it first; the
         training pipeline runs it before any model is trained."""
-        self._validate_params()
+        validate_params(self, self._constraints)
         self._check_params()
 
     def _setup(self, X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -131,7 +131,7 @@ class DecisionFusion(ClassifierMixin, BaseEstimator):
 
     # Subclass hooks -------------------------------------------------------------------------------------
     def _check_params(self) -> None:
-        """Checks across parameters, beyond ``_parameter_constraints`` (none by default)."""
+        """Checks across parameters, beyond ``_constraints`` (none by default)."""
 
     def _fit(self, X: np.ndarray, codes: np.ndarray, sample_weight: np.ndarray | None) -> None:
         raise NotImplementedError
@@ -164,11 +164,11 @@ class MeanFusion(DecisionFusion):
     weights_ : (m,) the weights used.
     """
 
-    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
-        **DecisionFusion._parameter_constraints,
-        "pooling": [StrOptions({"log", "linear"})],
-        "weights": [StrOptions({"fit", "uniform"}), "array-like"],
-        "objective": [StrOptions({"log_loss", "macro_f1"})],
+    _constraints: ClassVar[dict[str, list[Any]]] = {
+        **DecisionFusion._constraints,
+        "pooling": [Options({"log", "linear"})],
+        "weights": [Options({"fit", "uniform"}), "array-like"],
+        "objective": [Options({"log_loss", "macro_f1"})],
     }
 
     def __init__(
@@ -303,9 +303,9 @@ class LogisticFusion(DecisionFusion):
     coef_ : (C, d) and intercept_ : (C,) in ``classes_`` order (classes absent from y get -1e9 intercepts).
     """
 
-    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
-        **DecisionFusion._parameter_constraints,
-        "features": [StrOptions({"proba", "log"})],
+    _constraints: ClassVar[dict[str, list[Any]]] = {
+        **DecisionFusion._constraints,
+        "features": [Options({"proba", "log"})],
         "C": [Interval(Real, 0, None, closed="neither")],
         "standardize": ["boolean", None],
         "max_iter": [Interval(Integral, 1, None, closed="left")],

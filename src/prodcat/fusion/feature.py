@@ -22,13 +22,13 @@ from typing import Any, ClassVar, cast
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from prodcat.fusion._torch import (
     state_to_arrays,
     train_net,
 )
+from prodcat.params import Interval, Options, validate_params
 from prodcat.splits import holdout_split
 from prodcat.threads import torch_threads
 
@@ -143,8 +143,8 @@ class FeatureFusion(ClassifierMixin, BaseEstimator):
     arrays: prediction runs in numpy), net_ (the torch network, after fit only), best_epoch_, val_score_.
     """
 
-    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
-        "combine": [StrOptions(set(COMBINES))],
+    _constraints: ClassVar[dict[str, list[Any]]] = {
+        "combine": [Options(set(COMBINES))],
         "block_sizes": ["array-like", None],
         "proj_dim": [Interval(Integral, 1, None, closed="left")],
         "hidden": [Interval(Integral, 1, None, closed="left")],
@@ -214,7 +214,7 @@ class FeatureFusion(ClassifierMixin, BaseEstimator):
 
     def check_params(self) -> None:
         """Check types and ranges of the parameters without fitting (``fit`` runs it first)."""
-        self._validate_params()
+        validate_params(self, self._constraints)
 
     def _new_net(self) -> Any:
         return _make_net(

@@ -1,23 +1,32 @@
 """``gbdt``: gradient-boosted trees (scikit-learn ``HistGradientBoostingClassifier``) on the probabilities.
 
-Saving without pickle: after fitting, the trees are exported to flat numpy arrays (feature, threshold,
-children, leaf value per node) that a small numpy evaluator (:func:`predict_raw`) walks; the export is checked
-against scikit-learn's own predictions at fit time, so a change in scikit-learn internals fails loudly at
-training, never silently at prediction. A fuser loaded from disk uses the numpy evaluator only (no
-scikit-learn object is rebuilt); in the fitting session scikit-learn's faster Cython predictor is used.
+After fitting, the trees are exported to flat numpy arrays (feature, threshold, children, leaf value per node)
+that a small numpy evaluator (:func:`predict_raw`) walks, in the fitting session and after loading alike (one
+prediction path). The export is checked against scikit-learn's public ``predict_proba`` at fit time, so a change
+in scikit-learn internals fails loudly at training, never silently at prediction.
+
+Why not keep the scikit-learn object and call ``predict_proba``: scikit-learn has no public API to read a
+fitted ``HistGradientBoostingClassifier``'s trees (its ``TreePredictor`` objects are private by design,
+scikit-learn PR #12807 and issue #29731), and the public route costs far more where prodcat predicts: one row
+(a served request) took 15 ms through ``predict_proba`` with one OpenMP thread and 45 ms with the default threads
+on a busy 2-core machine, against 0.1 ms here; storing the object needs skops (5.9 MB, 2.5 s to load for a
+Rakuten fuser) instead of 1-2 MB of arrays. Measured by ``benchmarks/bench_gbdt_predict.py``
+(docs/bench/fusion.md). :func:`export_trees` is therefore the one place in prodcat that reads scikit-learn
+private attributes (``_predictors``, ``_baseline_prediction``).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from numbers import Integral, Real
 from typing import Any, ClassVar
 
 import numpy as np
 from scipy.special import expit, softmax
-from sklearn.utils._param_validation import Interval
 
 from prodcat.fusion.decision import DecisionFusion
+from prodcat.params import Interval
 
 _TREE_FIELDS = ("feature_idx", "num_threshold", "missing_go_to_left", "left", "right", "is_leaf", "value")
 
@@ -109,8 +118,8 @@ class GBDTFusion(DecisionFusion):
     seed : random state (validation split). classes, n_models, n_extra : block structure.
     """
 
-    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
-        **DecisionFusion._parameter_constraints,
+    _constraints: ClassVar[dict[str, list[Any]]] = {
+        **DecisionFusion._constraints,
         "add_mean": ["boolean"],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
@@ -157,6 +166,21 @@ class GBDTFusion(DecisionFusion):
     def _features(self, X: np.ndarray) -> np.ndarray:
         return np.hstack([X, self._blocks(X).mean(1)]) if self.add_mean else X
 
+    def adapt_to_labels(self, y: Any) -> list[str]:
+        """Turn early stopping off when its stratified ``validation_fraction`` holdout of the training labels
+        ``y`` cannot hold one row of every class (scikit-learn would refuse to split); returns the change in
+        words (nothing when no change was needed)."""
+        y = np.asarray(y)
+        n, n_classes = len(y), len(np.unique(y))
+        n_val = math.ceil(self.validation_fraction * n)
+        if not self.early_stopping or (n_val >= n_classes and n - n_val >= n_classes):
+            return []
+        self.early_stopping = False
+        return [
+            f"{type(self).__name__}: early stopping off ({n} rows: a {self.validation_fraction:g} holdout of "
+            f"{n_val} rows cannot hold each of {n_classes} classes)"
+        ]
+
     def _fit(self, X: np.ndarray, codes: np.ndarray, sample_weight: np.ndarray | None) -> None:
         from sklearn.ensemble import HistGradientBoostingClassifier
 
@@ -182,12 +206,9 @@ class GBDTFusion(DecisionFusion):
             raise RuntimeError(
                 "tree export does not reproduce scikit-learn; this scikit-learn is unsupported"
             )
-        self._hgb = hgb
 
     def _proba(self, X: np.ndarray) -> np.ndarray:
-        F = self._features(X)
-        hgb = getattr(self, "_hgb", None)
-        p = hgb.predict_proba(F) if hgb is not None else _raw_to_proba(predict_raw(self.trees_, F))
+        p = _raw_to_proba(predict_raw(self.trees_, self._features(X)))
         out = np.zeros((len(X), len(self.classes_)))
         out[:, self.seen_classes_] = p
         return out

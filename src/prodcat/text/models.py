@@ -11,8 +11,8 @@ and give the training class prior to rows without text.
 
 from __future__ import annotations
 
-from numbers import Integral
-from typing import Any
+from numbers import Integral, Real
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -24,6 +24,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from prodcat.missing import MissingModalityMixin
 from prodcat.models import LOGREG_MAX_CLASSES, EmbeddingClassifier, catalog_text, fit_head
+from prodcat.params import Interval, Options, validate_params
 from prodcat.registry import register
 from prodcat.text.clean import clean_text
 
@@ -162,16 +163,27 @@ class TfidfTextClassifier(MissingModalityMixin, ClassifierMixin, BaseEstimator):
             random_state=self.random_state,
         )
 
+    _constraints: ClassVar[dict[str, list[Any]]] = {
+        "min_df": [Interval(Integral, 1, None, closed="left")],
+        "max_features": [Interval(Integral, 1, None, closed="left"), None],
+        "C": [Interval(Real, 0, None, closed="neither")],
+        "class_weight": [Options({"balanced"}), dict, None],
+        "max_iter": [Interval(Integral, 0, None, closed="left")],
+        "classifier": [Options({"auto", "logreg", "sgd"})],
+        "sgd_alpha": [Interval(Real, 0, None, closed="neither")],
+        "sgd_epochs": [Interval(Integral, 1, None, closed="left")],
+        "max_weights": [Interval(Integral, 1, None, closed="left"), None],
+        "random_state": [Integral, None],
+    }
+
     def check_params(self) -> None:
-        """Check the vectorizer and logistic-regression settings without fitting (scikit-learn's parameter
-        validation; a ``ValueError`` naming the parameter). The pipeline runs it before training any model."""
+        """Check the settings without fitting (a ``ValueError`` naming the parameter). The pipeline runs it before
+        training any model."""
         if not isinstance(self.column, str) or not self.column:
             raise ValueError(f"column must be 'text' or a column name, got {self.column!r}")
-        for part in (*self._vectorizers(self.min_df), self._linear()):
-            part._validate_params()
-        if self.classifier not in ("auto", "logreg", "sgd"):
-            raise ValueError(f"classifier must be 'auto', 'logreg' or 'sgd', got {self.classifier!r}")
-        self._classifier(LOGREG_MAX_CLASSES + 1)._validate_params()
+        validate_params(self, self._constraints)
+        _pair("word_ngram_range", self.word_ngram_range)
+        _pair("char_ngram_range", self.char_ngram_range)
 
     def fit(self, X: Any, y: Any, sample_weight: np.ndarray | None = None) -> TfidfTextClassifier:
         """Fit both vectorizers and the linear model on rows with text. ``X``: catalog DataFrame (n rows)."""
