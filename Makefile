@@ -30,7 +30,11 @@ bench:  ## all benchmarks on ../shared/data (long; about 2 h on 2 cores); result
 	$(PY) benchmarks/bench_fusion.py --json bench-output/fusion.json
 	$(PY) benchmarks/bench_text.py --fresh --json bench-output/text.json
 	$(PY) benchmarks/bench_image.py
-	$(PY) benchmarks/bench_noise.py
+	$(PY) benchmarks/bench_noise.py synthetic
+	$(PY) benchmarks/bench_noise.py rakuten
+	$(PY) benchmarks/bench_noise.py fashion-audit
+	$(PY) benchmarks/bench_noise.py fashion-prune
+	$(PY) benchmarks/bench_gbdt_predict.py
 	$(PY) benchmarks/bench_pipeline.py --json bench-output/pipeline.json
 	$(PY) benchmarks/bench_startup.py --model bench-output/pipeline/model-full --json bench-output/startup.json
 	$(PY) benchmarks/bench_bundle_load.py bench-output/pipeline/model-full > bench-output/bundle_load.json

@@ -152,6 +152,9 @@ class VotingEnsemble(ClassifierMixin, BaseEstimator):
         self.named_estimators_ = dict(fitted)
         self.estimators_ = [e for _, e in fitted]
         self._set_classes()
+        n_features = {getattr(e, "n_features_in_", None) for e in self.estimators_}
+        if len(n_features) == 1 and None not in n_features:  # members on a 2-D array: say its width
+            self.n_features_in_ = n_features.pop()
         return self
 
     def adapt_to_labels(self, y: Any) -> list[str]:

@@ -1,0 +1,42 @@
+"""prodcat's estimators through scikit-learn's own estimator checks.
+
+Documented exceptions:
+
+- The single-modality models (``TfidfTextClassifier``, ``EmbeddingClassifier``, ``HFTextClassifier``,
+  ``ImageFineTuneClassifier``) take a catalog DataFrame, not a numeric 2-D array; they say so in their tags
+  (``input_tags.two_d_array = False``, ``string = True``), so scikit-learn runs the checks that apply to such
+  estimators (construction, parameters, cloning) and skips the numeric-array ones, with no failure expected.
+- ``VotingEnsemble`` takes any X its members take: all checks, no exception.
+- The decision-level fusers are not listed: their X must be blocks of class probabilities (rows summing to 1; they
+  refuse logits on purpose), and most checks feed arbitrary numbers. ``tests/test_fusion.py`` checks their
+  contract on probabilities (cloning, ``__init__`` storing arguments only, parameter checks, save/load).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+from sklearn.linear_model import LogisticRegression
+from sklearn.naive_bayes import GaussianNB
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from prodcat.ensemble import VotingEnsemble
+from prodcat.image.finetune import ImageFineTuneClassifier
+from prodcat.models import EmbeddingClassifier
+from prodcat.text.finetune import HFTextClassifier
+from prodcat.text.models import TfidfTextClassifier
+
+ESTIMATORS = [
+    TfidfTextClassifier(),
+    EmbeddingClassifier("test-tiny"),
+    HFTextClassifier("/nonexistent/backbone"),  # nothing is loaded before fit
+    ImageFineTuneClassifier("test-tiny-cnn"),
+    VotingEnsemble([("logreg", LogisticRegression()), ("bayes", GaussianNB())], refit=True),
+]
+
+
+@parametrize_with_checks(ESTIMATORS)
+def test_sklearn_estimator_checks(estimator, check) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence warnings of the tiny check data
+        check(estimator)
