@@ -44,21 +44,23 @@ def main() -> None:
     outputs = read_model_outputs(SPLIT_A, label_column="prdtypecode")
     X = np.hstack([outputs.probas["text_camembert"], outputs.probas["image_swin"]])
     y = outputs.require_labels()
-    est = GBDTFusion(seed=0).fit(X, y)
+    with threadpool_limits(1, user_api="openmp"):  # fitting is not measured; one thread spares a busy machine
+        est = GBDTFusion(seed=0).fit(X, y)
     F = est._features(X)
     # The same model as a scikit-learn object (same data, settings and seed as GBDTFusion._fit).
     codes = np.searchsorted(est.classes_, y)
-    hgb = HistGradientBoostingClassifier(
-        max_iter=est.max_iter,
-        learning_rate=est.learning_rate,
-        max_leaf_nodes=est.max_leaf_nodes,
-        min_samples_leaf=est.min_samples_leaf,
-        l2_regularization=est.l2_regularization,
-        early_stopping=est.early_stopping,
-        validation_fraction=est.validation_fraction,
-        n_iter_no_change=est.n_iter_no_change,
-        random_state=est.seed,
-    ).fit(F, codes)
+    with threadpool_limits(1, user_api="openmp"):
+        hgb = HistGradientBoostingClassifier(
+            max_iter=est.max_iter,
+            learning_rate=est.learning_rate,
+            max_leaf_nodes=est.max_leaf_nodes,
+            min_samples_leaf=est.min_samples_leaf,
+            l2_regularization=est.l2_regularization,
+            early_stopping=est.early_stopping,
+            validation_fraction=est.validation_fraction,
+            n_iter_no_change=est.n_iter_no_change,
+            random_state=est.seed,
+        ).fit(F, codes)
     assert np.allclose(_raw_to_proba(predict_raw(est.trees_, F)), hgb.predict_proba(F), atol=1e-6)
     print(f"{len(F)} rows, {F.shape[1]} features, {est.n_iter_} iterations x {len(est.classes_)} classes\n")
     print(
