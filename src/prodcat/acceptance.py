@@ -25,7 +25,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 from sklearn.base import BaseEstimator
-from sklearn.utils._param_validation import Interval, StrOptions
+
+from prodcat.params import Interval, Options, validate_params
 
 #: Precision levels at which evaluation reports coverage.
 REPORTED_PRECISIONS = (0.95, 0.98, 0.99)
@@ -169,10 +170,10 @@ class AcceptanceRule(BaseEstimator):
     fit_scores_ : :func:`selective_scores` of the rule on its own fitting rows, and the coverage of both candidates.
     """
 
-    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+    _constraints: ClassVar[dict[str, list[Any]]] = {
         "target_precision": [Interval(Real, 0, 1, closed="neither")],
         "confidence_level": [Interval(Real, 0.5, 1, closed="left")],
-        "bound": [StrOptions({"clopper-pearson", "wilson"})],
+        "bound": [Options({"clopper-pearson", "wilson"})],
         "min_class_rows": [Interval(Integral, 1, None, closed="left")],
     }
 
@@ -199,7 +200,7 @@ class AcceptanceRule(BaseEstimator):
     ) -> AcceptanceRule:
         """Learn thresholds from ``confidence`` (n,) of predicted class codes ``predicted`` (n,) and whether each
         prediction was right, ``correct`` (n,) bool. Returns self."""
-        self._validate_params()
+        validate_params(self, self._constraints)
         conf, ok, pred = np.asarray(confidence, float), np.asarray(correct, bool), np.asarray(predicted)
         if not (conf.shape == ok.shape == pred.shape) or conf.ndim != 1:
             raise ValueError(f"need three (n,) arrays, got {conf.shape}, {ok.shape}, {pred.shape}")
@@ -256,7 +257,7 @@ class AcceptanceRule(BaseEstimator):
     def from_dict(cls, state: dict[str, Any], classes: list[str]) -> AcceptanceRule:
         """Rebuild from :meth:`to_dict` output for the model's ``classes`` (a class it does not know is an error)."""
         rule = cls(**state["params"])
-        rule._validate_params()
+        validate_params(rule, rule._constraints)
         pos = {c: i for i, c in enumerate(classes)}
         unknown = sorted(set(state.get("class_thresholds", {})) - set(pos))
         if unknown:

@@ -25,7 +25,8 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
-from sklearn.utils._param_validation import Interval
+
+from prodcat.params import Interval, validate_params
 
 _EPS = 1e-12  # probability floor before taking logs
 _T_BOUNDS = (0.02, 50.0)  # temperatures searched (log-uniform)
@@ -191,7 +192,7 @@ class TemperatureScaling(BaseEstimator):
     group_counts_ : dict group -> int, fitting rows per group.
     """
 
-    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+    _constraints: ClassVar[dict[str, list[Any]]] = {
         "min_group_rows": [Interval(Integral, 1, None, closed="left")]
     }
 
@@ -207,7 +208,7 @@ class TemperatureScaling(BaseEstimator):
         sample_weight: np.ndarray | None = None,
     ) -> TemperatureScaling:
         """Fit on probabilities ``proba`` (n, C) and integer class codes ``y`` (n,); ``groups`` (n,) optional."""
-        self._validate_params()
+        validate_params(self, self._constraints)
         P, y = np.asarray(proba, dtype=np.float64), np.asarray(y)
         if P.ndim != 2 or len(P) != len(y):
             raise ValueError(f"need proba (n, C) and y (n,), got {P.shape} and {y.shape}")

@@ -48,7 +48,7 @@ class DecisionFusion(ClassifierMixin, BaseEstimator):
     }
 
     def check_params(self) -> None:
-        """Check the parameters without fitting: types and ranges (scikit-learn's ``InvalidParameterError``, a
+        """Check the parameters without fitting: types and ranges (:func:`prodcat.params.validate_params`, a
         ``ValueError`` naming the parameter), then the checks across parameters. ``fit`` runs it first; the
         training pipeline runs it before any model is trained."""
         validate_params(self, self._constraints)
