@@ -30,7 +30,7 @@ from prodcat.config import ModelSpec, TrainConfig, build_fuser, build_model
 from prodcat.model import TrainedModel, evaluate_models
 from prodcat.oof import align_proba, oof_predict_proba
 from prodcat.safe_io import UnsafeContentError, dumps_estimator, loads_estimator
-from prodcat.splits import holdout_split, smallest_class
+from prodcat.splits import holdout_split, kfold_indices, smallest_class
 from prodcat.taxonomy import Taxonomy, learn_thresholds
 
 log = logging.getLogger(__name__)
@@ -203,6 +203,27 @@ def _check_calibration_folds(y_fuse: np.ndarray, config: TrainConfig) -> None:
         )
 
 
+def _adapt_fuser(fuser: Any, y_fuse: np.ndarray, config: TrainConfig) -> list[str]:
+    """Let a fuser with its own folds or holdout (``adapt_to_labels``) fit the smallest label set it will be
+    trained on: the fusion rows, and with calibration each cross-fitting fold's training part. Returns the
+    changes in words (the last, lowest setting per member and parameter)."""
+    adapt = getattr(fuser, "adapt_to_labels", None)
+    if not callable(adapt):
+        return []
+    label_sets = []
+    if config.calibration.enabled:  # the trust stage fits clones of the fuser on its folds' training parts
+        try:
+            folds = kfold_indices(y_fuse, n_splits=config.calibration.n_folds, seed=config.seed + 2)
+            label_sets = [y_fuse[tr] for tr, _ in folds]
+        except ValueError:
+            label_sets = []  # too few rows for those folds: the calibration stage says so itself
+    notes: dict[str, str] = {}
+    for labels in [*label_sets, y_fuse]:
+        for note in adapt(labels):
+            notes[note.split(" (")[0].rsplit(" ", 1)[0]] = note  # "... lowered to 5 (...)": one per setting
+    return list(notes.values())
+
+
 def _config_error(what: str, e: Exception) -> ValueError:
     """``ValueError`` "config: <what>: <reason>" (a KeyError's reason without the quotes its str() adds)."""
     reason = e.args[0] if isinstance(e, KeyError) and e.args else e
@@ -307,8 +328,7 @@ def train(df: pd.DataFrame, config: TrainConfig, *, progress: bool = True) -> Tr
     fuser = _checked_fuser(config, len(specs), len(classes))
     # A small catalog: the fuser's own folds / holdouts adapt to the rows it will be trained on, before any model
     # is trained (they used to fail after the modality models had trained), and the summary says so.
-    adapt = getattr(fuser, "adapt_to_labels", None)
-    fusion_notes = adapt(y[fuse_idx]) if callable(adapt) else []
+    fusion_notes = _adapt_fuser(fuser, y[fuse_idx], config)
     for note in fusion_notes:
         log.warning("small catalog: %s", note)
         _log(progress, f"[fusion] small catalog: {note}")
