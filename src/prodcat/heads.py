@@ -16,8 +16,9 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy.special import log_softmax, softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
+
+from prodcat.params import Interval, Options, validate_params
 
 
 class SharedCovarianceClassifier(ClassifierMixin, BaseEstimator):
@@ -35,9 +36,9 @@ class SharedCovarianceClassifier(ClassifierMixin, BaseEstimator):
     classes_ (C,), coef_ (d, C), intercept_ (C,), temperature_ (float), shrinkage_ (float).
     """
 
-    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
-        "shrinkage": [StrOptions({"auto"}), Interval(Real, 0, 1, closed="both")],
-        "temperature": [StrOptions({"fit"}), Interval(Real, 0, None, closed="neither")],
+    _constraints: ClassVar[dict[str, list[Any]]] = {
+        "shrinkage": [Options({"auto"}), Interval(Real, 0, 1, closed="both")],
+        "temperature": [Options({"fit"}), Interval(Real, 0, None, closed="neither")],
         "calibration_fraction": [Interval(Real, 0, 1, closed="neither")],
         "random_state": ["random_state"],
     }
@@ -57,7 +58,7 @@ class SharedCovarianceClassifier(ClassifierMixin, BaseEstimator):
 
     def fit(self, X: Any, y: Any, sample_weight: np.ndarray | None = None) -> SharedCovarianceClassifier:
         """Fit on ``X`` (n, d) and labels ``y`` (n,), optionally weighted. Returns self."""
-        self._validate_params()
+        validate_params(self, self._constraints)
         X = np.asarray(X, dtype=np.float64)
         y = np.asarray(y)
         w = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
