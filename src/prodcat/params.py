@@ -65,7 +65,8 @@ class Options:
         return "a str among {" + ", ".join(repr(v) for v in sorted(self.values)) + "}"
 
 
-#: Named kinds: "boolean" (bool or numpy bool), "array-like" (a sequence or array, not a string or a mapping).
+#: Named kinds: "boolean" (bool or numpy bool), "array-like" (a sequence or array, not a string or a mapping),
+#: "random_state" (None, an int or a numpy random generator).
 Constraint = Interval | Options | type | str | None
 
 
@@ -74,6 +75,12 @@ def _accepts(rule: Constraint, value: Any) -> bool:
         return value is None
     if rule == "boolean":
         return isinstance(value, bool | np.bool_)
+    if rule == "random_state":
+        return (
+            value is None
+            or (isinstance(value, Integral) and not isinstance(value, bool))
+            or isinstance(value, np.random.RandomState | np.random.Generator)
+        )
     if rule == "array-like":
         return not isinstance(value, str | bytes | Mapping) and (
             hasattr(value, "__array__") or isinstance(value, Sequence)
@@ -90,6 +97,8 @@ def _describe(rule: Constraint) -> str:
         return "None"
     if rule == "boolean":
         return "an instance of 'bool'"
+    if rule == "random_state":
+        return "an int, a numpy random generator or None"
     if rule == "array-like":
         return "an array-like"
     if isinstance(rule, type):

@@ -181,6 +181,8 @@ class TfidfTextClassifier(MissingModalityMixin, ClassifierMixin, BaseEstimator):
         training any model."""
         if not isinstance(self.column, str) or not self.column:
             raise ValueError(f"column must be 'text' or a column name, got {self.column!r}")
+        if self.classifier not in ("auto", "logreg", "sgd"):
+            raise ValueError(f"classifier must be 'auto', 'logreg' or 'sgd', got {self.classifier!r}")
         validate_params(self, self._constraints)
         _pair("word_ngram_range", self.word_ngram_range)
         _pair("char_ngram_range", self.char_ngram_range)
