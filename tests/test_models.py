@@ -158,6 +158,16 @@ def test_class_prior_sums_to_one(labels: list[str]) -> None:
     assert np.all(prior > 0)
 
 
+def test_class_prior_refuses_labels_outside_the_classes() -> None:
+    # Integer codes against string classes (or a label past the last class) used to give C + 1 frequencies.
+    with pytest.raises(ValueError, match="not among the 3 classes: 'z'"):
+        class_prior(np.array(["a", "z", "b"]), np.array(["a", "b", "c"]))
+    with pytest.raises(ValueError, match="not among the 2 classes"):
+        class_prior(np.array([10, 20]), np.array(["10", "20"]))
+    with pytest.raises(ValueError, match="'b'"):
+        class_prior(np.array(["a", "b"]), np.array(["a", "c"]))
+
+
 def test_expand_proba_orders_and_fills() -> None:
     out = expand_proba(
         np.array([[0.25, 0.75]], dtype=np.float32), np.array(["b", "d"]), np.array(list("abcd"))

@@ -14,10 +14,15 @@ import numpy as np
 
 
 def class_prior(y: Any, classes: np.ndarray, sample_weight: np.ndarray | None = None) -> np.ndarray:
-    """(C,) weighted class frequencies of ``y`` in ``classes`` order (sums to 1)."""
+    """(C,) weighted class frequencies of ``y`` in ``classes`` order (sums to 1); ``classes`` sorted, every label of
+    ``y`` among them (``ValueError`` naming the others)."""
     y = np.asarray(y)
     w = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
     pos = np.searchsorted(classes, y)
+    unknown = (pos >= len(classes)) | (classes[np.minimum(pos, len(classes) - 1)] != y)
+    if unknown.any():
+        names = ", ".join(repr(str(v)) for v in np.unique(y[unknown])[:5])
+        raise ValueError(f"labels not among the {len(classes)} classes: {names}")
     counts = np.bincount(pos, weights=w, minlength=len(classes)).astype(np.float64)
     total = counts.sum()
     return counts / total if total > 0 else np.full(len(classes), 1.0 / len(classes))
