@@ -18,7 +18,9 @@ tree (a leaf under two parents is an error naming the rows); :func:`catalog_taxo
 
 Fatal problems (missing columns, duplicate ids, empty labels, undecodable text) raise :class:`CatalogError` naming
 the rows. Missing image files and empty texts are not fatal: they are counted in the report and the row is kept as a
-product with a missing modality.
+product with a missing modality. A catalog may lack a modality altogether: no image column (text-only), or no text
+column but an image column (image-only). ``id_column="none"`` numbers the rows instead of reading ids
+(:data:`NO_ID`).
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ IMAGE_CANDIDATES = ("image", "image_path", "img", "image_file")
 ID_CANDIDATES = ("id", "productid", "product_id", "sku")
 RAKUTEN_FILES = {"train": ("X_train_update.csv", "Y_train_CVw08PX.csv"), "test": ("X_test_update.csv", None)}
 MAX_ROWS_IN_MESSAGE = 5
+#: ``id_column`` value (``--id-column none``) that numbers the rows (0, 1, ...) instead of reading an id column.
+NO_ID = "none"
 
 
 class CatalogError(ValueError):
@@ -61,10 +65,16 @@ class ReadReport:
     image_urls: list[str] = field(default_factory=list)  # the row names a URL, which is not fetched
     empty_text: list[str] = field(default_factory=list)
     no_image_column: bool = False
+    no_text_column: bool = False
+    numbered_ids: bool = False  # ids are row numbers (``--id-column none``, or no id column found)
     warnings: list[str] = field(default_factory=list)
 
     def summary_lines(self) -> list[str]:
         lines = [f"{self.n_rows} products read from {self.source}"]
+        if self.numbered_ids:
+            lines.append("ids: row numbers (0, 1, ...)")
+        if self.no_text_column:
+            lines.append("no text column: image-only catalog")
         if self.no_image_column:
             lines.append("no image column: text-only catalog")
         else:
@@ -173,11 +183,6 @@ def normalise(
         texts = [_pick(cols, c, (), "text", source) for c in text_columns]
     else:
         title_col = _pick(cols, None, TITLE_CANDIDATES, "title", source)
-        if title_col is None:
-            raise CatalogError(
-                f"{source}: no title column found (looked for {', '.join(TITLE_CANDIDATES)}); "
-                f"name it with --text-columns; columns are: {', '.join(cols)}"
-            )
         texts = [title_col, _pick(cols, None, DESCRIPTION_CANDIDATES, "description", source)]
     texts = [t for t in texts if t is not None]
     label_col = _pick(cols, label_column, LABEL_CANDIDATES, "label", source)
@@ -186,11 +191,18 @@ def normalise(
             f"{source}: no label column found (looked for {', '.join(LABEL_CANDIDATES)}); use --label-column"
         )
     image_col = _pick(cols, image_column, IMAGE_CANDIDATES, "image", source)
-    id_col = _pick(cols, id_column, ID_CANDIDATES, "id", source)
+    if not texts and image_col is None:
+        raise CatalogError(
+            f"{source}: no title column found (looked for {', '.join(TITLE_CANDIDATES)}) and no image column "
+            f"(looked for {', '.join(IMAGE_CANDIDATES)}); name them with --text-columns / --image-column; "
+            f"columns are: {', '.join(cols)}"
+        )
+    numbered = id_column is not None and id_column.lower() == NO_ID
+    id_col = None if numbered else _pick(cols, id_column, ID_CANDIDATES, "id", source)
 
     df = pd.DataFrame(index=raw.index)
     df["id"] = raw[id_col].astype(str).str.strip() if id_col else raw.index.astype(str)
-    df["title"] = raw[texts[0]].map(clean_text)
+    df["title"] = raw[texts[0]].map(clean_text) if texts else ""
     rest = [raw[c].map(clean_text) for c in texts[1:]]
     df["description"] = [join_texts(*parts) for parts in zip(*rest, strict=True)] if rest else ""
     df["image"] = _resolve_images(raw[image_col], base_dir) if image_col else None
@@ -199,7 +211,11 @@ def normalise(
     for c in cols:
         if c not in used and c not in SCHEMA:
             df[c] = raw[c]
-    report = _validate(df, source, has_label=label_col is not None, no_image_column=image_col is None)
+    report = _validate(
+        df, source, has_label=label_col is not None, no_image_column=image_col is None, id_col=id_col
+    )
+    report.no_text_column = not texts
+    report.numbered_ids = id_col is None
     if label_col is not None and (taxonomy_columns or path_separator):
         if path_separator:
             df["label"] = _canonical_paths(df, path_separator, source)
@@ -272,13 +288,23 @@ def _resolve_images(paths: pd.Series, base_dir: Path | None) -> list[str | None]
     return out
 
 
-def _validate(df: pd.DataFrame, source: Path, *, has_label: bool, no_image_column: bool) -> ReadReport:
+def _validate(
+    df: pd.DataFrame, source: Path, *, has_label: bool, no_image_column: bool, id_col: str | None
+) -> ReadReport:
+    # Ids identify products in predictions and audits, so unusable ones are refused rather than silently
+    # replaced; --id-column none is the explicit way to number the rows instead.
+    renumber = (
+        f"; fix the ids, or pass --id-column none (id_column: none in the config) to number the rows "
+        f"instead of reading the {id_col!r} column"
+    )
     empty_id = (df["id"] == "") | df["id"].isna() | (df["id"].str.lower() == "nan")
     if empty_id.any():
-        raise CatalogError(f"{source}: empty id in {_row_names(df, empty_id.to_numpy())}")
+        raise CatalogError(
+            f"{source}: empty id in {int(empty_id.sum())} rows: {_row_names(df, empty_id.to_numpy())}{renumber}"
+        )
     dup = df["id"].duplicated(keep=False).to_numpy()
     if dup.any():
-        raise CatalogError(f"{source}: duplicate ids: {_row_names(df, dup)}")
+        raise CatalogError(f"{source}: duplicate ids: {_row_names(df, dup)}{renumber}")
     if has_label:
         no_label = df["label"].isna().to_numpy()
         if no_label.any():
@@ -322,7 +348,10 @@ def read_catalog(
     """
     path = Path(path)
     if path.is_dir():
-        return read_rakuten(path, split=split, encoding=encoding, require_label=require_label)
+        numbered = id_column is not None and id_column.lower() == NO_ID
+        return read_rakuten(
+            path, split=split, encoding=encoding, require_label=require_label, number_rows=numbered
+        )
     raw = read_table(path, encoding=encoding)
     return normalise(
         raw,
@@ -339,13 +368,19 @@ def read_catalog(
 
 
 def read_rakuten(
-    folder: str | Path, *, split: str = "train", encoding: str | None = None, require_label: bool = False
+    folder: str | Path,
+    *,
+    split: str = "train",
+    encoding: str | None = None,
+    require_label: bool = False,
+    number_rows: bool = False,
 ) -> tuple[pd.DataFrame, ReadReport]:
     """Read the SIGIR 2020 eCom / Rakuten challenge layout as shipped.
 
     ``X_<split>_update.csv`` (``,designation,description,productid,imageid``), for train also
     ``Y_train_CVw08PX.csv`` (``,prdtypecode``), images at
     ``images/image_<split>/image_<imageid>_product_<productid>.jpg``. Rows are joined on the unnamed index column.
+    Ids are the ``productid`` column, or row numbers with ``number_rows``.
     """
     folder = Path(folder)
     if split not in RAKUTEN_FILES:
@@ -381,9 +416,20 @@ def read_rakuten(
         text_columns=["designation", "description"],
         label_column="prdtypecode" if "prdtypecode" in x.columns else None,
         image_column="image",
-        id_column="productid",
+        id_column=NO_ID if number_rows else "productid",
         require_label=require_label,
     )
+
+
+def usable_rows(df: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Per modality, the ``(n,)`` mask of rows a model of that modality can learn from: ``"text"`` (a non-empty
+    title or description) and ``"image"`` (a local image file that exists; URLs and missing files are not). Cheap:
+    image files are not opened."""
+    text = np.array([bool(t) or bool(d) for t, d in zip(df["title"], df["description"], strict=True)])
+    image = np.array(
+        [isinstance(p, str) and not is_url(p) and Path(p).is_file() for p in df["image"]], dtype=bool
+    )
+    return {"text": text.astype(bool).reshape(len(df)), "image": image.reshape(len(df))}
 
 
 def product_text(df: pd.DataFrame) -> pd.Series:

@@ -79,9 +79,10 @@ def evaluate_models(model: TrainedModel, df: pd.DataFrame, y: np.ndarray) -> dic
         for (name, role, _), p in zip(model.models, probas, strict=True)
     }
     per_modality: dict[str, Any] = {}
-    for role in ("text", "image"):
+    for role in ("text", "image"):  # only the modalities the model has
         scores = [s["macro_f1"] for k, s in per_model.items() if k.startswith(role + ":")]
-        per_modality[role] = max(scores) if scores else None
+        if scores:
+            per_modality[role] = max(scores)
     pred = model.predict(df)
     fused = score_labels(y, pred, seed=seed)
     per_modality["fusion"] = fused["macro_f1"]

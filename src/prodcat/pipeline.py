@@ -12,6 +12,12 @@ Training (``fusion_data="oof"``, the default)::
 
 With ``fusion_data="holdout"`` (the paper's way) the modality models are fit on the training part minus a held-out
 ``fusion_holdout`` fraction, and the fuser learns from their probabilities on that held-out part.
+
+Modalities a catalog lacks: a modality with no usable row in the training part (no text at all; no image file at
+all, e.g. no image column) is dropped with its models, and a log line says so; a modality with at least one usable
+row is kept (its models give the class prior to rows without it) and its share is in ``metrics["modalities"]``.
+With a single model left the fusion is a pass-through: ``mean`` with uniform linear weights, whose probabilities
+are exactly that model's (no stacking on one model's outputs).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from prodcat.config import ModelSpec, TrainConfig, build_fuser, build_model
+from prodcat.config import FusionConfig, ModelSpec, TrainConfig, build_fuser, build_model
 from prodcat.model import TrainedModel, evaluate_models
 from prodcat.oof import align_proba, oof_predict_proba
 from prodcat.safe_io import UnsafeContentError, dumps_estimator, loads_estimator
@@ -298,6 +304,44 @@ def _back_off_thresholds(
     )  # fmt: skip
 
 
+#: The fusion of a single model: its own probabilities, unchanged.
+PASS_THROUGH = FusionConfig(method="mean", params={"pooling": "linear", "weights": "uniform"})
+
+
+def _modalities(
+    train_df: pd.DataFrame, config: TrainConfig, *, progress: bool
+) -> tuple[list[tuple[ModelSpec, str]], dict[str, Any]]:
+    """The ``(spec, role)`` of every configured model whose modality has a usable training row, and per
+    modality ``{"rows", "share", "models"}`` (``models`` empty when dropped). Raises when nothing is left."""
+    from prodcat.catalog import usable_rows
+
+    usable = usable_rows(train_df)
+    specs: list[tuple[ModelSpec, str]] = []
+    info: dict[str, Any] = {}
+    for role, configured in (("text", config.text_models), ("image", config.image_models)):
+        rows = int(usable[role].sum())
+        info[role] = {"rows": rows, "share": round(rows / max(len(train_df), 1), 4), "models": []}
+        if configured and rows == 0:
+            msg = (
+                f"[{role}] no usable {role} in any of the {len(train_df)} training rows: "
+                f"{role} model(s) {', '.join(s.name for s in configured)} not trained"
+            )
+            log.info(msg)
+            _log(progress, msg)
+            continue
+        specs += [(s, role) for s in configured]
+        info[role]["models"] = [s.name for s in configured]
+    if not specs:
+        configured_roles = [r for r, m in (("text", config.text_models), ("image", config.image_models)) if m]
+        raise ValueError(
+            f"the catalog has no usable {' or '.join(configured_roles) or 'input'} for the configured models "
+            f"(rows with text: {info['text']['rows']}, with an image file: {info['image']['rows']})"
+            if configured_roles
+            else "the config names no text or image model"
+        )
+    return specs, info
+
+
 def train(df: pd.DataFrame, config: TrainConfig, *, progress: bool = True) -> TrainedModel:
     """Train the configured text and image models, the noise cleaning and the fusion on catalog ``df``.
 
@@ -321,11 +365,16 @@ def train(df: pd.DataFrame, config: TrainConfig, *, progress: bool = True) -> Tr
         fit_idx, fuse_idx = holdout_split(y, test_size=config.fusion_holdout, seed=config.seed + 1)
     _check_folds(y_all, y[fit_idx], config)  # the rows the out-of-fold stages run on
     _check_calibration_folds(y[fuse_idx], config)
-    specs = [(s, "text") for s in config.text_models] + [(s, "image") for s in config.image_models]
-    if not specs:
-        raise ValueError("the config names no text or image model")
+    specs, modalities = _modalities(train_df, config, progress=progress)
     estimators = [_checked_model(spec, role, config) for spec, role in specs]  # config errors before any work
     fuser = _checked_fuser(config, len(specs), len(classes))
+    if len(specs) == 1 and config.fusion != PASS_THROUGH:
+        _log(
+            progress,
+            f"[fusion] one model ({specs[0][1]}:{specs[0][0].name}): pass-through, not {config.fusion.method}",
+        )
+        config = config.model_copy(update={"fusion": PASS_THROUGH.model_copy(deep=True)})
+        fuser = _checked_fuser(config, 1, len(classes))
     # A small catalog: the fuser's own folds / holdouts adapt to the rows it will be trained on, before any model
     # is trained (they used to fail after the modality models had trained), and the summary says so.
     fusion_notes = _adapt_fuser(fuser, y[fuse_idx], config)
@@ -370,6 +419,7 @@ def train(df: pd.DataFrame, config: TrainConfig, *, progress: bool = True) -> Tr
         "n_train": len(tr_idx),
         "n_validation": len(va_idx),
         "n_classes": len(classes),
+        "modalities": modalities,
         "timings_s": timings,
         "noise": noise_info,
         "fusion_adapted": fusion_notes,

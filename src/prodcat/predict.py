@@ -2,7 +2,9 @@
 to CSV / Parquet (:func:`batch_predict`).
 
 Rows with an unreadable image or empty text still get a prediction from the modality that remains (the missing
-one contributes its class prior), and are flagged in ``text_available`` / ``image_available``.
+one contributes its class prior), and are flagged in ``text_available`` / ``image_available``. A model trained
+on a text-only (image-only) catalog reads no image (text): its ``image_available`` (``text_available``) is False
+and ``image_error`` says the model has no image model; images are then not opened at all.
 
 Every row also gets ``confidence`` (the calibrated probability of its label, scaled with the temperature of its
 availability group: a product without its photo is scaled as such) and ``decision``: ``auto`` when the bundle's
@@ -26,6 +28,7 @@ from prodcat.oof import align_proba
 from prodcat.text.clean import clean_text
 
 OUTPUT_FORMATS = (".csv", ".parquet")
+NO_IMAGE_MODEL = "not used: the model has no image model"
 
 
 class Predictor:
@@ -78,18 +81,23 @@ class Predictor:
         k = max(1, min(top_k, len(self.classes)))
         top = np.argsort(-fused, axis=1)[:, :k]
         classes = np.asarray(self.classes)
+        roles = self.roles()
         text_ok = np.array(
             [
-                bool(clean_text(t) or clean_text(d))
+                "text" in roles and bool(clean_text(t) or clean_text(d))
                 for t, d in zip(df["title"], df["description"], strict=True)
-            ]
+            ],
+            dtype=bool,
         )
         image_masks = [
             m
             for (_, role, _), m in zip(self.model.models, masks, strict=True)
             if role == "image" and m is not None
         ]
-        image_ok, image_err = _image_status(df["image"].tolist(), known_ok=_any(image_masks))
+        if "image" in roles:
+            image_ok, image_err = _image_status(df["image"].tolist(), known_ok=_any(image_masks))
+        else:  # a text-only model: images are not read
+            image_ok, image_err = np.zeros(len(df), dtype=bool), [NO_IMAGE_MODEL] * len(df)
         label_idx = (
             np.searchsorted(classes, labels)
             if (np.sort(classes) == classes).all()
@@ -254,7 +262,8 @@ def batch_predict(
 
     Memory holds one chunk of images at a time. ``review_queue`` (.csv or .parquet): also write the ``review``
     rows there, ordered by :func:`prodcat.trust.review_order` (written once every chunk is done: the order is
-    global). Returns counts: rows, rows without text, rows without image, auto-accepted rows, rows to review.
+    global). Returns counts: rows, rows without text / without image (for the modalities the model reads),
+    auto-accepted rows, rows to review.
     """
     out = Path(out_file)
     for path in (out, *([] if review_queue is None else [Path(review_queue)])):
@@ -263,15 +272,17 @@ def batch_predict(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".partial")
     writer = None
-    counts = {"rows": 0, "no_text": 0, "no_image": 0, "auto": 0, "review": 0}
+    counts = {"rows": 0} | {f"no_{role}": 0 for role in ("text", "image") if role in predictor.roles()}
+    counts |= {"auto": 0, "review": 0}
     queue: list[pd.DataFrame] = []
     try:
         with tqdm(total=len(df), desc="predict", unit="product", disable=not progress) as bar:
             for start in range(0, len(df), chunk_size):
                 chunk = flatten(predictor.predict_frame(df.iloc[start : start + chunk_size], top_k=top_k))
                 counts["rows"] += len(chunk)
-                counts["no_text"] += int((~chunk["text_available"]).sum())
-                counts["no_image"] += int((~chunk["image_available"]).sum())
+                for role in ("text", "image"):
+                    if f"no_{role}" in counts:
+                        counts[f"no_{role}"] += int((~chunk[f"{role}_available"]).sum())
                 counts["auto"] += int((chunk["decision"] == "auto").sum())
                 counts["review"] += int((chunk["decision"] == "review").sum())
                 if review_queue is not None:

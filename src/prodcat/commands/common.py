@@ -30,7 +30,12 @@ LabelCol = Annotated[
 ImageCol = Annotated[
     str | None, typer.Option("--image-column", help="Image path column, relative to the catalog.")
 ]
-IdCol = Annotated[str | None, typer.Option("--id-column", help="Unique product id column.")]
+IdCol = Annotated[
+    str | None,
+    typer.Option(
+        "--id-column", help="Unique product id column, or 'none' to number the rows (0, 1, ...) instead."
+    ),
+]
 TaxonomyCols = Annotated[
     str | None,
     typer.Option(

@@ -24,6 +24,13 @@ from prodcat.commands.common import (
     split_columns,
 )
 
+IdColOverride = Annotated[
+    str | None,
+    typer.Option(
+        "--id-column",
+        help="Product id column of this catalog, or 'none' to number the rows (default: the model's mapping).",
+    ),
+]
 ModelDir = Annotated[Path, typer.Argument(help="Model bundle folder written by `prodcat train`.")]
 
 
@@ -107,6 +114,13 @@ def print_summary(metrics: dict[str, Any]) -> None:
         f"trained on {metrics['n_train']} products, {metrics['n_classes']} classes "
         f"in {metrics['timings_s'].get('total', 0):.0f}s"
     )
+    for role, info in metrics.get("modalities", {}).items():
+        share = f"{info['rows']} of {metrics['n_train']} training products ({100 * info['share']:.0f}%)"
+        typer.echo(
+            f"  {role}: {share}, models: {', '.join(info['models'])}"
+            if info["models"]
+            else f"  {role}: {share}, no model trained"
+        )
     for name, info in metrics.get("noise", {}).items():
         typer.echo(
             f"  noise [{name}]: {info['flagged']} flagged, {info['dropped']} dropped from training folds"
@@ -124,7 +138,8 @@ def print_summary(metrics: dict[str, Any]) -> None:
             f"  {name:40s} {s['macro_f1']:.4f}  [{s['macro_f1_ci'][0]:.4f}, {s['macro_f1_ci'][1]:.4f}]"
         )
     lo, hi = val["macro_f1_ci"]
-    typer.secho(f"  {'fusion':40s} {val['macro_f1']:.4f}  [{lo:.4f}, {hi:.4f}]", bold=True)
+    fusion = "fusion" if len(val["per_model"]) > 1 else "fusion (pass-through: one model)"
+    typer.secho(f"  {fusion:40s} {val['macro_f1']:.4f}  [{lo:.4f}, {hi:.4f}]", bold=True)
     acc = val.get("acceptance")
     if acc and acc["accepted"]:
         typer.echo(
@@ -146,12 +161,14 @@ def evaluate(
         typer.Option(help="Gallery photos: copy (thumbs/ folder next to the page), embed (base64) or none."),
     ] = "copy",
     verify_key: VerifyKey = None,
+    id_column: IdColOverride = None,
 ) -> None:
     """Score a model on a labelled catalog: metrics.json, per-class and confusion CSVs, figures and an HTML
     report with a gallery of the errors behind the numbers.
 
     The catalog is read with the column mapping the model was trained with. Macro-F1 averages over the classes
-    present in the catalog; classes the model knows but the catalog lacks are listed apart.
+    present in the catalog; classes the model knows but the catalog lacks are listed apart. ``--id-column``
+    overrides the model's id column.
     """
     from prodcat.bundle import BundleError, load_model
     from prodcat.report import evaluate_to_dir
@@ -161,11 +178,11 @@ def evaluate(
     except BundleError as e:
         raise fail(str(e)) from None
     columns = manifest.get("input_schema", {}).get("columns", {})
-    if isinstance(columns, dict):
-        columns = {**columns, "taxonomy_columns": None}  # leaves suffice: the bundle carries the tree
-    df = read_catalog_or_fail(
-        catalog, columns if isinstance(columns, dict) else {}, split=split, require_label=True
-    )
+    columns = dict(columns) if isinstance(columns, dict) else {}
+    columns["taxonomy_columns"] = None  # leaves suffice: the bundle carries the tree
+    if id_column is not None:
+        columns["id_column"] = id_column
+    df = read_catalog_or_fail(catalog, columns, split=split, require_label=True)
     if thumbnails not in ("copy", "embed", "none"):
         raise fail(f"--thumbnails must be copy, embed or none, not {thumbnails!r}")
     metrics = evaluate_to_dir(model, df, out, title=str(catalog), thumbnails=thumbnails)
@@ -180,7 +197,8 @@ def evaluate(
             f"  ({len(ls['model_classes_absent_from_data'])} classes of the model are absent: not averaged)"
         )
     for role, value in metrics["per_modality"].items():
-        typer.echo(f"  {role:8s} {value:.4f}" if value is not None else f"  {role:8s} -")
+        if value is not None:  # a model has only the modalities its catalog had
+            typer.echo(f"  {role:8s} {value:.4f}")
     typer.echo(f"report written to {out}/report.html")
 
 
@@ -201,9 +219,14 @@ def predict(
         ),
     ] = None,
     verify_key: VerifyKey = None,
+    id_column: IdColOverride = None,
 ) -> None:
     """Predict the category of every product of a catalog, streamed in chunks to CSV or Parquet, with a
-    calibrated confidence and a decision (auto | review) per product."""
+    calibrated confidence and a decision (auto | review) per product.
+
+    The catalog is read with the column mapping the model was trained with (``--id-column`` overrides its id).
+    A model trained on a text-only (image-only) catalog needs no image (text) column.
+    """
     from prodcat.bundle import BundleError, load_bundle
     from prodcat.predict import batch_predict, warm_up
 
@@ -217,6 +240,8 @@ def predict(
     columns = predictor.model.config.columns.model_dump()
     columns["label_column"] = None if columns.get("label_column") is None else columns["label_column"]
     columns["taxonomy_columns"] = None  # the bundle carries the tree: a catalog to predict need not
+    if id_column is not None:
+        columns["id_column"] = id_column
     df = read_catalog_or_fail(catalog, columns, split=split, require_label=False)
     warm_up(predictor)  # encoders load here, so "seconds" below is the prediction itself
     t0 = time.perf_counter()
