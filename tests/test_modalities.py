@@ -77,7 +77,7 @@ def test_text_only_catalog_trains_and_predicts_text_models_only(
     pred, counts = _predict(tmp_path / "m", tmp_path / "new.csv", tmp_path / "p.csv")
     assert len(pred) == 30 and pred["label"].isin(demo["label"]).all()
     assert pred["text_available"].all() and not pred["image_available"].any()
-    assert set(counts) == {"rows", "no_text", "seconds", "products_per_s"}
+    assert "no_text" in counts and "no_image" not in counts
     result = runner.invoke(
         app, ["evaluate", str(tmp_path / "m"), str(tmp_path / "texts.csv"), "--out", str(tmp_path / "r")]
     )
@@ -105,7 +105,7 @@ def test_image_only_catalog_trains_and_predicts_image_models_only(
     assert len(pred) == 30 and not pred["text_available"].any()
     usable = [Path(p).is_file() and not p.endswith("corrupt.png") for p in demo["image"].head(30)]
     assert pred["image_available"].tolist() == usable  # the demo catalog has missing and corrupt images
-    assert set(counts) == {"rows", "no_image", "seconds", "products_per_s"}
+    assert "no_image" in counts and "no_text" not in counts
 
 
 def test_single_model_fusion_is_that_models_probabilities(demo_catalog: Path) -> None:
@@ -150,7 +150,12 @@ def test_catalog_with_no_usable_modality_for_the_config_is_a_clear_error() -> No
         {"id": list("abcdefgh"), "title": "mug", "description": "", "image": None, "label": list("xyxyxyxy")}
     )
     cfg = TrainConfig.model_validate(
-        {"text_models": [], "image_models": [{"name": "embed:test-tiny"}], "n_folds": 2}
+        {
+            "text_models": [],
+            "image_models": [{"name": "embed:test-tiny"}],
+            "n_folds": 2,
+            "calibration": {"enabled": False},
+        }
     )
     with pytest.raises(ValueError, match=r"no usable image for the configured models \(rows with text: 6"):
         train(df, cfg, progress=False)
