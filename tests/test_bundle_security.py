@@ -365,3 +365,44 @@ def test_certificate_mode_signs_and_verifies_offline(
     assert result.exit_code == 0, result.output
     load_model(bundle, verify_key=ca_pem)
     predict_refused(bundle, demo_catalog, "signature check failed", "--verify-key", str(other_ca))
+
+
+def test_fine_tuned_text_model_bundles_and_its_base_model_is_checked(
+    tiny_bundle: Path, demo_catalog: Path, tmp_path: Path
+) -> None:
+    """``hf:`` (the paper-gpu text model) saves as arrays, loads from its local base model, and is refused when
+    that base model changed."""
+    pytest.importorskip("transformers")
+    pytest.importorskip("tokenizers")
+    import numpy as np
+
+    from prodcat.bundle import save_bundle
+    from prodcat.catalog import read_catalog
+    from prodcat.registry import create
+    from tiny_hf import save_tiny_bert, save_tiny_roberta
+
+    base = save_tiny_bert(tmp_path / "base")
+    df = read_catalog(demo_catalog)[0]
+    model, _ = load_model(tiny_bundle)
+    i = next(k for k, (_, role, _) in enumerate(model.models) if role == "text")
+    hf = create("text-model", f"hf:{base}", epochs=1, batch_size=16, threads=1, progress=False)
+    model.models[i] = (f"hf:{base}", "text", hf.fit(df, df["label"]))
+    folder = save_bundle(model, tmp_path / "bundle")
+    entry = read_manifest(folder)["models"][i]
+    assert entry["class"] == "HFTextClassifier"
+    assert entry["backbone_fingerprint"].startswith("hf-files-sha256:")
+    loaded, _ = load_model(folder)
+    for got, want in zip(loaded.model_probas(df), model.model_probas(df), strict=True):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+
+    config = base / "tokenizer_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "do_lower_case": False}))
+    with pytest.raises(BundleError, match="backbone fingerprint 'hf-files-sha256:"):
+        load_model(folder)
+    shutil.rmtree(base)
+    save_tiny_roberta(base)  # another architecture: the saved weights do not fit it
+    with pytest.raises(BundleError, match="do not fit the model at"):
+        load_model(folder)
+    shutil.rmtree(base)
+    with pytest.raises(BundleError, match=r"model_\d\.skops: cannot load"):
+        load_model(folder)

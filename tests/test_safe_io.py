@@ -20,6 +20,17 @@ from prodcat.safe_io import ALLOWED, UnsafeContentError, audit, dumps_estimator,
 # Weight-free stand-ins of the built-in configs' backbones (same estimator classes, tiny networks).
 TINY_BACKBONE = {"text": "embed:test-tiny", "image": "embed:test-tiny"}
 TINY_FINETUNE = {"stages": [[32, 1]], "batch_size": 16, "progress": False}
+# ``hf:`` models fine-tune a tiny random BERT saved in a tmp folder (see tiny_hf.py) instead of the named one.
+TINY_HF = {"epochs": 1, "batch_size": 16, "threads": 1, "progress": False}
+
+
+@pytest.fixture(scope="module")
+def tiny_hf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("transformers")
+    pytest.importorskip("tokenizers")
+    from tiny_hf import save_tiny_bert
+
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
 
 
 @pytest.fixture(scope="module")
@@ -66,15 +77,13 @@ def _config_specs() -> list[tuple[str, str, ModelSpec]]:
     ("label", "role", "spec"), _config_specs(), ids=lambda v: v if isinstance(v, str) else ""
 )
 def test_every_builtin_config_model_saves_only_allowed_types(
-    catalog: pd.DataFrame, label: str, role: str, spec: ModelSpec
+    catalog: pd.DataFrame, label: str, role: str, spec: ModelSpec, request: pytest.FixtureRequest
 ) -> None:
-    if spec.name.startswith("hf:"):
-        pytest.xfail(
-            f"{spec.name}: the fine-tuned text network holds a torch module and a tokenizer (no bundle yet)"
-        )
     params = {k: v for k, v in spec.params.items() if k != "embedder_params"}
     if spec.name.startswith("embed:"):
         name = TINY_BACKBONE[role]
+    elif spec.name.startswith("hf:"):  # HFTextClassifier with a bigger base model
+        name, params = f"hf:{request.getfixturevalue('tiny_hf')}", {**params, **TINY_HF}
     elif role == "image":  # torchvision:/timm:/*-finetune: ImageFineTuneClassifier with a bigger backbone
         name, params = "test-tiny-cnn", {**params, **TINY_FINETUNE}
     else:
@@ -82,7 +91,9 @@ def test_every_builtin_config_model_saves_only_allowed_types(
     est = build_model(ModelSpec(name=name, params=params), modality=role, cache_dir=None, seed=0)
     data = dumps_estimator(est.fit(catalog, catalog["label"]))
     assert_on_list(data)
-    np.testing.assert_allclose(loads_estimator(data).predict_proba(catalog), est.predict_proba(catalog))
+    np.testing.assert_allclose(
+        loads_estimator(data).predict_proba(catalog), est.predict_proba(catalog), rtol=0, atol=1e-6
+    )
 
 
 REGISTERED = [
@@ -93,25 +104,30 @@ REGISTERED = [
     ("image-model", "embed:test-tiny", {"embedder_params": {"aspect": "auto"}}),
     ("image-model", "test-tiny-cnn", TINY_FINETUNE),
     ("image-model", "test-tiny-cnn", {**TINY_FINETUNE, "dcl": True, "dcl_regions": 2}),
+    ("text-model", "hf:TINY", TINY_HF),  # TINY: the tiny_hf fixture's folder
 ]
 
 
 @pytest.mark.parametrize(("kind", "name", "params"), REGISTERED)
 def test_every_registered_model_saves_only_allowed_types(
-    catalog: pd.DataFrame, kind: str, name: str, params: dict[str, Any]
+    catalog: pd.DataFrame, kind: str, name: str, params: dict[str, Any], request: pytest.FixtureRequest
 ) -> None:
+    if name == "hf:TINY":
+        name = f"hf:{request.getfixturevalue('tiny_hf')}"
     est = registry.create(kind, name, **params).fit(catalog, catalog["label"])
     data = dumps_estimator(est)
     assert_on_list(data)
-    np.testing.assert_allclose(loads_estimator(data).predict_proba(catalog), est.predict_proba(catalog))
+    np.testing.assert_allclose(
+        loads_estimator(data).predict_proba(catalog), est.predict_proba(catalog), rtol=0, atol=1e-6
+    )
 
 
 def test_registered_tables_are_covered() -> None:
-    """A new registered model family must be added above (or to the fine-tuned exceptions)."""
+    """A new registered model family must be added above (or to the same-class exceptions)."""
     # the same class as test-tiny-cnn (ImageFineTuneClassifier) with a bigger backbone
     image_finetune = {"torchvision:", "timm:", "efficientnet-lite0-finetune", "efficientnet-lite2-finetune"}
     covered = {name.split(":")[0] + ":" if ":" in name else name for _, name, _ in REGISTERED}
-    assert set(registry.available("text-model")) <= covered | {"hf:"}  # hf: no bundle yet (xfail above)
+    assert set(registry.available("text-model")) <= covered
     assert set(registry.available("image-model")) <= covered | image_finetune
 
 

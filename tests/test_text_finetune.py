@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -16,12 +15,7 @@ pytest.importorskip("tokenizers")
 
 from prodcat.registry import create
 from prodcat.text.finetune import HFTextClassifier
-
-VOCAB = {
-    "shoe": ["basket", "course", "lacet", "semelle"],
-    "bag": ["sac", "dos", "zip", "poche"],
-    "watch": ["montre", "cadran", "quartz", "aiguille"],
-}
+from tiny_hf import VOCAB, save_tiny_bert, save_tiny_roberta
 
 
 def tiny_catalog(n_per_class: int = 16, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
@@ -43,77 +37,14 @@ def tiny_catalog(n_per_class: int = 16, seed: int = 0) -> tuple[pd.DataFrame, np
     return df, df["label"].to_numpy()
 
 
-def _word_tokenizer(specials: list[str], single: str, pair: str, ids: dict[str, int]) -> object:
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-
-    words = sorted({w for ws in VOCAB.values() for w in ws} | {"marque"})
-    vocab = {t: i for i, t in enumerate(specials + words)}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=specials[3]))
-    tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.post_processor = processors.TemplateProcessing(
-        single=single, pair=pair, special_tokens=list(ids.items())
-    )
-    return tok
-
-
-def _save_tiny(
-    folder: Path,
-    specials: dict[str, str],
-    templates: tuple[str, str, dict[str, int]],
-    arch: str,
-    **config: Any,
-) -> Path:
-    """A 1-layer, 32-wide ``arch`` ("bert" or "roberta") model + word-level tokenizer in ``save_pretrained`` layout.
-
-    ``specials`` maps tokenizer roles (``cls_token``...) to tokens, in vocabulary order."""
-    import transformers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = _word_tokenizer(list(specials.values()), *templates)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, **specials)
-    prefix = {"bert": "Bert", "roberta": "Roberta"}[arch]
-    cfg = getattr(transformers, f"{prefix}Config")(
-        vocab_size=len(fast),
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=140,
-        **config,
-    )
-    getattr(transformers, f"{prefix}Model")(cfg).save_pretrained(folder)
-    fast.save_pretrained(folder)
-    return folder
-
-
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A BERT (two segments) whose tokenizer emits ``token_type_ids``."""
-    specials = {"pad_token": "[PAD]", "cls_token": "[CLS]", "sep_token": "[SEP]", "unk_token": "[UNK]"}
-    specials["mask_token"] = "[MASK]"
-    templates = ("[CLS] $A [SEP]", "[CLS] $A [SEP] $B:1 [SEP]:1", {"[CLS]": 1, "[SEP]": 2})
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    return _save_tiny(folder, specials, templates, "bert", type_vocab_size=2, pad_token_id=0)
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
 
 
 @pytest.fixture(scope="module")
 def tiny_roberta(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A RoBERTa (sentence pairs as ``<s> A </s></s> B </s>``, no segment ids)."""
-    specials = {"bos_token": "<s>", "pad_token": "<pad>", "eos_token": "</s>", "unk_token": "<unk>"}
-    specials["mask_token"] = "<mask>"
-    templates = ("<s> $A </s>", "<s> $A </s> </s> $B </s>", {"<s>": 0, "</s>": 2})
-    folder = tmp_path_factory.mktemp("tiny-roberta")
-    return _save_tiny(
-        folder,
-        specials,
-        templates,
-        "roberta",
-        type_vocab_size=1,
-        pad_token_id=1,
-        bos_token_id=0,
-        eos_token_id=2,
-    )
+    return save_tiny_roberta(tmp_path_factory.mktemp("tiny-roberta"))
 
 
 def _model(path: Path, **kwargs: object) -> HFTextClassifier:
@@ -190,3 +121,33 @@ def test_bert_style_backbone_gets_segment_ids(tiny_bert: Path) -> None:
     pair_rows = [i for i, d in enumerate(X["description"]) if d]
     assert all(1 in tokens.types[i] for i in pair_rows)  # the description is segment 1
     np.testing.assert_allclose(model.predict_proba(X).sum(axis=1), 1.0, atol=1e-9)
+
+
+def test_saves_without_pickle_and_reloads_from_the_local_base_model(tiny_bert: Path) -> None:
+    from prodcat.safe_io import dumps_estimator, loads_estimator
+
+    X, y = tiny_catalog(n_per_class=8)
+    model = _model(tiny_bert, epochs=2, val_fraction=0.0).fit(X, y)
+    state = model.__getstate__()
+    assert {"model_", "tokenizer_", "device_"}.isdisjoint(state)
+    assert all(isinstance(v, np.ndarray) for v in state["model_weights_"].values())
+    again = loads_estimator(dumps_estimator(model))
+    assert again.token_types_ and again.best_epoch_ == model.best_epoch_
+    np.testing.assert_allclose(again.predict_proba(X), model.predict_proba(X), rtol=0, atol=1e-6)
+
+
+def test_backbone_fingerprint_follows_config_and_tokenizer_not_weights(
+    tiny_roberta: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    folder = Path(shutil.copytree(tiny_roberta, tmp_path / "copy"))
+    model = HFTextClassifier(str(folder))
+    first = model.backbone_fingerprint()
+    assert first == HFTextClassifier(str(tiny_roberta)).backbone_fingerprint()  # the content, not the path
+    (folder / "model.safetensors").write_bytes(b"other weights")  # the bundle holds every weight
+    assert model.backbone_fingerprint() == first
+    (folder / "tokenizer.json").write_text((folder / "tokenizer.json").read_text().replace("montre", "watch"))
+    assert model.backbone_fingerprint() != first
+    with pytest.raises(OSError):
+        HFTextClassifier("no-such-org/no-such-model-xyz").backbone_fingerprint()

@@ -85,7 +85,11 @@ def _versions() -> dict[str, str]:
 
 def _fingerprint(est: Any) -> str | None:
     """The fingerprint of the frozen backbone ``est`` embeds with (name, package version, options, weights
-    digest), or None for a model without one (tfidf, fine-tuned networks whose weights are in the file)."""
+    digest; a fine-tuned text model's ``backbone_fingerprint()``: its base model's files), or None for a model
+    without one (tfidf, fine-tuned image networks whose weights are in the file)."""
+    own = getattr(est, "backbone_fingerprint", None)
+    if callable(own):
+        return str(own())
     backbone = getattr(est, "backbone", None)
     if not callable(backbone):
         return None
@@ -294,7 +298,7 @@ def _load_estimator(folder: Path, manifest: dict[str, Any], entry: dict[str, Any
         return est  # format 1 recorded no fingerprints
     try:
         current = _fingerprint(est)
-    except (KeyError, TypeError, ValueError, ImportError) as e:
+    except (KeyError, TypeError, ValueError, ImportError, OSError) as e:
         raise BundleError(f"{path}: its backbone cannot be built here ({one_line(e)})") from None
     if current != recorded:
         raise BundleError(

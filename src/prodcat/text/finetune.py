@@ -10,12 +10,19 @@ rate are common CamemBERT fine-tuning values, not tuned here.
 Needs the optional extra ``hf`` (``transformers``). Weights must be local: ``local_files_only=True`` by default, so
 nothing is downloaded at run time. A GPU is used when present (``device="auto"``); on CPU this is slow for real
 backbones and meant for small checks. Rows with neither title nor description get the training class prior.
+
+In a model bundle (skops, no pickle) the fitted network is stored as its state dict of numpy arrays; loading
+rebuilds the architecture and the tokenizer from ``model_name_or_path`` (local files only, never a download) and
+loads those arrays. :meth:`HFTextClassifier.backbone_fingerprint` (a digest of that folder's configuration and
+tokenizer files) is recorded in the bundle, so a bundle is refused where the base model there is another one.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -62,7 +69,7 @@ def _pair_classifier_class() -> type:
 
 
 def __getattr__(name: str) -> Any:
-    # Lets pickle find ``prodcat.text.finetune.PairClassifier`` (fitted models pickle with their torch module).
+    # Lets pickle find ``prodcat.text.finetune.PairClassifier`` (a ``model_`` pickled on its own).
     if name == "PairClassifier":
         return _pair_classifier_class()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -71,6 +78,11 @@ def __getattr__(name: str) -> Any:
 class _Tokens(NamedTuple):
     ids: list[list[int]]  # per row, variable length
     types: list[list[int]] | None  # segment ids, only for backbones that use them
+
+
+# Files of a ``save_pretrained`` folder left out of the fingerprint: weights (all of them are in the bundle: the
+# fine-tuned state dict overwrites every parameter) and documentation.
+_NOT_FINGERPRINTED = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".ckpt", ".onnx", ".md")
 
 
 def _column(X: pd.DataFrame, name: str) -> list[str]:
@@ -204,6 +216,13 @@ class HFTextClassifier(MissingModalityMixin, ClassifierMixin, BaseEstimator):
 
         return opt, torch.optim.lr_scheduler.LambdaLR(opt, schedule)
 
+    def _device(self) -> Any:
+        import torch
+
+        if self.device != "auto":
+            return torch.device(self.device)
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
     def _split(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         idx = np.arange(len(y))
         n_classes = len(np.unique(y))
@@ -220,13 +239,7 @@ class HFTextClassifier(MissingModalityMixin, ClassifierMixin, BaseEstimator):
 
         y = self._fit_prior(y, sample_weight)
         w = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
-        self.device_ = torch.device(
-            "cuda"
-            if self.device == "auto" and torch.cuda.is_available()
-            else "cpu"
-            if self.device == "auto"
-            else self.device
-        )
+        self.device_ = self._device()
         torch.manual_seed(self.random_state)
         rng = np.random.default_rng(self.random_state)
         path, local = self.model_name_or_path, self.local_files_only
@@ -286,6 +299,64 @@ class HFTextClassifier(MissingModalityMixin, ClassifierMixin, BaseEstimator):
             self.model_.load_state_dict(best_state)
         self.model_.eval()
         return self
+
+    # -- persistence (pickle-free: skops stores the weights as numpy arrays) ---------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        net = state.pop("model_", None)
+        state.pop("tokenizer_", None)  # reloaded from model_name_or_path
+        state.pop("device_", None)  # a torch.device; chosen again from ``device`` on load
+        if net is not None:  # {name: array}: plain arrays, on prodcat's skops allow-list
+            state["model_weights_"] = {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        weights = state.pop("model_weights_", None)
+        self.__dict__.update(state)
+        if weights is not None:
+            self._rebuild(weights)
+
+    def _rebuild(self, weights: dict[str, np.ndarray]) -> None:
+        """The fitted network and tokenizer: architecture, vocabulary and tokenizer from ``model_name_or_path``
+        (local files only, whatever ``local_files_only`` says: loading never downloads), values from ``weights``."""
+        import torch
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+        path = self.model_name_or_path
+        self.tokenizer_ = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        # from the configuration only: the base weights would all be overwritten below
+        backbone = AutoModel.from_config(AutoConfig.from_pretrained(path, local_files_only=True))
+        net = _pair_classifier_class()(backbone, len(self.classes_), self.dropout)
+        try:
+            net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in weights.items()}, strict=True)
+        except RuntimeError as e:
+            raise ValueError(
+                f"the fine-tuned weights do not fit the model at {path!r} (was it replaced?): "
+                f"{' '.join(str(e).split())[:300]}"
+            ) from None
+        self.device_ = self._device()
+        self.model_ = net.to(self.device_).eval()
+
+    def backbone_fingerprint(self) -> str:
+        """sha256 of the configuration and tokenizer files of ``model_name_or_path`` (its local folder, or its
+        snapshot in the Hugging Face cache), recorded in model bundles and checked on load. Weight files are
+        left out: a bundle holds every fine-tuned parameter."""
+        from transformers.utils import cached_file
+
+        config = cached_file(self.model_name_or_path, "config.json", local_files_only=True)
+        if config is None:
+            raise ValueError(f"{self.model_name_or_path!r}: no config.json in local files")
+        digest = hashlib.sha256()
+        for file in sorted(Path(config).parent.iterdir()):
+            if (
+                file.is_file()
+                and not file.name.startswith(".")
+                and not file.name.endswith(_NOT_FINGERPRINTED)
+            ):
+                digest.update(f"{file.name}\0{file.stat().st_size}\0".encode())
+                digest.update(file.read_bytes())
+        return f"hf-files-sha256:{digest.hexdigest()}"
 
     def _logits(self, tokens: _Tokens, rows: np.ndarray) -> np.ndarray:
         """(len(rows), C) logits, batched by length so little padding is computed."""
