@@ -29,6 +29,7 @@ demo:  ## synthetic catalog, end to end
 bench:  ## all benchmarks on ../shared/data (long; about 2 h on 2 cores); results in bench-output/
 	$(PY) benchmarks/bench_fusion.py --json bench-output/fusion.json
 	$(PY) benchmarks/bench_text.py --fresh --json bench-output/text.json
+	$(PY) benchmarks/bench_text_long.py --json bench-output/text-long.json
 	$(PY) benchmarks/bench_image.py
 	$(PY) benchmarks/bench_noise.py synthetic
 	$(PY) benchmarks/bench_noise.py rakuten

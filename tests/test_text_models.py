@@ -155,3 +155,28 @@ def test_tfidf_saves_compactly_and_round_trips() -> None:
     loaded = loads_estimator(data)
     np.testing.assert_array_equal(loaded.predict_proba(df), model.predict_proba(df))
     assert loaded.char_.vocabulary_ == model.char_.vocabulary_
+
+
+def test_tfidf_max_chars_keeps_the_start_of_each_text() -> None:
+    X, y = toy_catalog()
+    # A long tail past the first 20 characters: its words are learnt only when the texts are not cut.
+    noisy = X.assign(description=X["description"] + " " + "zzqtail " * 50)
+    cut = TfidfTextClassifier(max_chars=20).fit(noisy, y)
+    assert max(len(t) for t in cut._texts(noisy)) == 20
+    assert "zzqtail" not in cut.word_.vocabulary_
+    assert "zzqtail" in TfidfTextClassifier().fit(noisy, y).word_.vocabulary_
+    with pytest.raises(ValueError, match="max_chars"):
+        TfidfTextClassifier(max_chars=0).check_params()
+
+
+def test_tfidf_auto_classifier_takes_sgd_on_long_texts_only() -> None:
+    from sklearn.linear_model import LogisticRegression, SGDClassifier
+
+    X, y = toy_catalog()
+    short = TfidfTextClassifier().fit(X, y)
+    assert isinstance(short.linear_, LogisticRegression)  # short titles: L-BFGS
+    long_x = X.assign(description=X["description"] + " " + "x" * 300)
+    assert isinstance(TfidfTextClassifier().fit(long_x, y).linear_, SGDClassifier)
+    # cutting the texts back under the threshold gives L-BFGS again; an explicit choice is kept
+    assert isinstance(TfidfTextClassifier(max_chars=100).fit(long_x, y).linear_, LogisticRegression)
+    assert isinstance(TfidfTextClassifier(classifier="logreg").fit(long_x, y).linear_, LogisticRegression)

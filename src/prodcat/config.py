@@ -106,7 +106,10 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     columns: ColumnsConfig = Field(default_factory=ColumnsConfig)
     text_models: list[ModelSpec] = Field(
-        default_factory=lambda: [ModelSpec(name="tfidf"), ModelSpec(name="embed:use-multilingual")]
+        default_factory=lambda: [
+            ModelSpec(name="tfidf", params={"max_chars": 2000}),
+            ModelSpec(name="embed:use-multilingual"),
+        ]
     )
     image_models: list[ModelSpec] = Field(
         default_factory=lambda: [

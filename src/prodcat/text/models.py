@@ -28,6 +28,10 @@ from prodcat.params import Interval, Options, validate_params
 from prodcat.registry import register
 from prodcat.text.clean import clean_text
 
+#: ``classifier="auto"`` also takes ``"sgd"`` when the training texts average more characters than this: on long
+#: descriptions L-BFGS costs several times more for the same macro-F1 (docs/bench/text.md, "Long descriptions").
+AUTO_SGD_MEAN_CHARS = 200
+
 
 def _pair(name: str, value: Any) -> tuple[int, int]:
     """An n-gram range as the tuple scikit-learn requires (a YAML config gives a list), checked."""
@@ -54,11 +58,14 @@ class TfidfTextClassifier(MissingModalityMixin, ClassifierMixin, BaseEstimator):
     word_ngram_range, char_ngram_range : n-gram ranges of the two vectorizers (characters within word bounds).
     min_df : minimum document count of a kept n-gram (both vectorizers).
     max_features : cap per vectorizer (most frequent n-grams), None for no cap.
+    max_chars : keep the first ``max_chars`` characters of each text (title first, so long descriptions are what
+        is cut), None to keep everything. Bounds the cost of very long descriptions.
     C : inverse regularisation of the logistic regression.
     class_weight : passed to LogisticRegression; ``"balanced"`` (default) weighs classes inversely to their
         frequency, which suits macro-F1; ``None`` for plain likelihood. Multiplies ``sample_weight``.
     max_iter : solver iterations.
-    classifier : ``"auto"`` (default: ``"logreg"`` up to 100 classes, ``"sgd"`` above), ``"logreg"``
+    classifier : ``"auto"`` (default: ``"sgd"`` above 100 classes or when the training texts average more than
+        :data:`AUTO_SGD_MEAN_CHARS` characters, else ``"logreg"``), ``"logreg"``
         (multinomial logistic regression, L-BFGS: hundreds of passes over the data, each costing n-grams x
         classes, and a solver memory of ~20 copies of the n-grams x classes weights) or ``"sgd"`` (one-vs-rest
         logistic regression by stochastic gradient, ``sgd_epochs`` passes, penalty ``sgd_alpha``: a few times
@@ -82,6 +89,7 @@ class TfidfTextClassifier(MissingModalityMixin, ClassifierMixin, BaseEstimator):
         char_ngram_range: tuple[int, int] = (2, 5),
         min_df: int = 2,
         max_features: int | None = 300_000,
+        max_chars: int | None = None,
         C: float = 10.0,
         class_weight: str | dict[Any, float] | None = "balanced",
         max_iter: int = 300,
@@ -96,6 +104,7 @@ class TfidfTextClassifier(MissingModalityMixin, ClassifierMixin, BaseEstimator):
         self.char_ngram_range = char_ngram_range
         self.min_df = min_df
         self.max_features = max_features
+        self.max_chars = max_chars
         self.C = C
         self.class_weight = class_weight
         self.max_iter = max_iter
@@ -107,10 +116,12 @@ class TfidfTextClassifier(MissingModalityMixin, ClassifierMixin, BaseEstimator):
 
     def _texts(self, X: Any) -> list[str]:
         if not isinstance(X, pd.DataFrame):
-            return [clean_text(t) for t in X]
-        if self.column == "text" and "text" not in X:
-            return catalog_text(X)
-        return [clean_text(t) for t in X[self.column]]
+            texts = [clean_text(t) for t in X]
+        elif self.column == "text" and "text" not in X:
+            texts = catalog_text(X)
+        else:
+            texts = [clean_text(t) for t in X[self.column]]
+        return texts if self.max_chars is None else [t[: self.max_chars] for t in texts]
 
     def _features(self, texts: list[str]) -> sp.csr_matrix:
         return sp.hstack([self.word_.transform(texts), self.char_.transform(texts)], format="csr")
@@ -145,11 +156,13 @@ class TfidfTextClassifier(MissingModalityMixin, ClassifierMixin, BaseEstimator):
         cap = max(1000, int(self.max_weights) // (2 * n_classes))  # two vectorizers
         return cap if self.max_features is None else min(self.max_features, cap)
 
-    def _classifier(self, n_classes: int) -> Any:
-        """The linear model for ``n_classes`` classes (see ``classifier``)."""
+    def _classifier(self, n_classes: int, mean_chars: float = 0.0) -> Any:
+        """The linear model for ``n_classes`` classes and training texts of ``mean_chars`` characters on average
+        (see ``classifier``)."""
         kind = self.classifier
         if kind == "auto":
-            kind = "sgd" if n_classes > LOGREG_MAX_CLASSES else "logreg"
+            long_texts = mean_chars > AUTO_SGD_MEAN_CHARS
+            kind = "sgd" if n_classes > LOGREG_MAX_CLASSES or long_texts else "logreg"
         if kind == "logreg":
             return self._linear()
         from sklearn.linear_model import SGDClassifier
@@ -166,6 +179,7 @@ class TfidfTextClassifier(MissingModalityMixin, ClassifierMixin, BaseEstimator):
     _constraints: ClassVar[dict[str, list[Any]]] = {
         "min_df": [Interval(Integral, 1, None, closed="left")],
         "max_features": [Interval(Integral, 1, None, closed="left"), None],
+        "max_chars": [Interval(Integral, 1, None, closed="left"), None],
         "C": [Interval(Real, 0, None, closed="neither")],
         "class_weight": [Options({"balanced"}), dict, None],
         "max_iter": [Interval(Integral, 0, None, closed="left")],
@@ -205,7 +219,7 @@ class TfidfTextClassifier(MissingModalityMixin, ClassifierMixin, BaseEstimator):
         self.linear_ = None
         if len(np.unique(y[has])) >= 2:
             sw = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)[has]
-            linear = self._classifier(len(np.unique(y[has])))
+            linear = self._classifier(len(np.unique(y[has])), float(np.mean([len(t) for t in kept])))
             self.linear_ = fit_head(linear, self._features(kept), y[has], sw)
         self.only_class_ = self._only_class(y[has])
         return self
