@@ -180,3 +180,12 @@ def test_tfidf_auto_classifier_takes_sgd_on_long_texts_only() -> None:
     # cutting the texts back under the threshold gives L-BFGS again; an explicit choice is kept
     assert isinstance(TfidfTextClassifier(max_chars=100).fit(long_x, y).linear_, LogisticRegression)
     assert isinstance(TfidfTextClassifier(classifier="logreg").fit(long_x, y).linear_, LogisticRegression)
+
+
+def test_tfidf_saved_before_max_chars_existed_still_predicts() -> None:
+    # A fitted model restored from a bundle written before the parameter existed has no such attribute.
+    X, y = toy_catalog()
+    model = TfidfTextClassifier().fit(X, y)
+    expected = model.predict_proba(X)
+    del model.max_chars
+    np.testing.assert_allclose(model.predict_proba(X), expected)
