@@ -48,8 +48,8 @@ def test_rows_without_an_image_and_image_urls_are_reported_apart(tmp_path: Path)
     assert df["image"].iloc[2] == "https://cdn.example.com/v.jpg"
     assert (report.missing_image, report.no_image, report.image_urls) == (["1"], ["2"], ["3"])
     lines = "\n".join(report.summary_lines())
-    assert "1 image files missing" in lines and "1 products name no image" in lines
-    assert "1 image URLs not fetched" in lines and "download the images" in lines
+    assert "1 image file missing" in lines and "1 product names no image" in lines
+    assert "1 image URL not fetched" in lines and "download the images" in lines
     assert summarize(df, progress=False)["images_unreadable"] == {
         "1": "missing file",
         "2": "no image given",

@@ -32,7 +32,7 @@ def test_inspect_demo_catalog(demo_catalog: Path) -> None:
     ]
     corrupt = table["id"].iloc[0]
     assert absent and corrupt not in absent
-    assert f"{len(absent)} image files missing" in result.output
+    assert f"{len(absent)} image file{'' if len(absent) == 1 else 's'} missing" in result.output
     assert (
         f"images readable: {len(table) - len(absent) - 1}   missing/unreadable: {len(absent) + 1}"
         in result.output

@@ -84,6 +84,10 @@ def test_text_only_catalog_trains_and_predicts_text_models_only(
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert set(metrics["per_modality"]) == {"text", "fusion"}
+    # A catalog with images but no text column gives this model nothing to read: one error, nothing written
+    # (every prediction was the class prior before).
+    demo[["id", "image", "label"]].head(5).to_csv(tmp_path / "photos.csv", index=False)
+    _refused(tmp_path / "m", tmp_path / "photos.csv", tmp_path, "the model reads text (")
 
 
 def test_image_only_catalog_trains_and_predicts_image_models_only(
@@ -106,6 +110,17 @@ def test_image_only_catalog_trains_and_predicts_image_models_only(
     usable = [Path(p).is_file() and not p.endswith("corrupt.png") for p in demo["image"].head(30)]
     assert pred["image_available"].tolist() == usable  # the demo catalog has missing and corrupt images
     assert "no_image" in counts and "no_text" not in counts
+    demo[["id", "title", "label"]].head(5).to_csv(tmp_path / "titles.csv", index=False)
+    _refused(tmp_path / "m", tmp_path / "titles.csv", tmp_path, "the model reads image (")
+
+
+def _refused(model_dir: Path, catalog: Path, tmp_path: Path, message: str) -> None:
+    """``predict`` and ``evaluate`` refuse ``catalog`` with one error naming what the model reads; no file."""
+    for command, out in (("predict", tmp_path / "refused.csv"), ("evaluate", tmp_path / "refused")):
+        result = runner.invoke(app, [command, str(model_dir), str(catalog), "--out", str(out)])
+        assert result.exit_code == 2, result.output
+        assert message in result.output and "no such column" in result.output
+        assert not out.exists()
 
 
 def test_single_model_fusion_is_that_models_probabilities(demo_catalog: Path) -> None:

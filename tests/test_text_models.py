@@ -182,10 +182,15 @@ def test_tfidf_auto_classifier_takes_sgd_on_long_texts_only() -> None:
     assert isinstance(TfidfTextClassifier(classifier="logreg").fit(long_x, y).linear_, LogisticRegression)
 
 
-def test_tfidf_saved_before_max_chars_existed_still_predicts() -> None:
-    # A fitted model restored from a bundle written before the parameter existed has no such attribute.
+def test_model_saved_before_new_parameters_existed_loads_with_their_defaults() -> None:
+    # A fitted model restored from a bundle written before max_chars / classifier existed has no such
+    # attributes: get_params (called when a bundle is loaded) and predicting raised AttributeError.
+    from prodcat.bundle import fill_new_params
+
     X, y = toy_catalog()
     model = TfidfTextClassifier().fit(X, y)
     expected = model.predict_proba(X)
-    del model.max_chars
+    del model.max_chars, model.classifier
+    fill_new_params(model)
+    assert model.get_params()["max_chars"] is None and model.get_params()["classifier"] == "auto"
     np.testing.assert_allclose(model.predict_proba(X), expected)

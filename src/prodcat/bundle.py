@@ -287,12 +287,33 @@ def check_versions(model_dir: str | Path, manifest: dict[str, Any]) -> None:
         )
 
 
+def fill_new_params(est: Any, _depth: int = 0) -> None:
+    """Give an estimator restored from an older bundle the constructor parameters added since, at their
+    defaults (a new parameter's default keeps the old behaviour: a rule for every estimator here). Without it,
+    ``get_params`` and anything reading the parameter raise AttributeError. Nested estimators get the same."""
+    import inspect
+
+    from sklearn.base import BaseEstimator
+
+    if not isinstance(est, BaseEstimator) or _depth > 4:
+        return
+    for name, param in inspect.signature(type(est).__init__).parameters.items():
+        if name == "self" or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        if not hasattr(est, name) and param.default is not param.empty:
+            setattr(est, name, param.default)
+    for value in vars(est).values():
+        for item in value if isinstance(value, list | tuple) else (value,):
+            fill_new_params(item, _depth + 1)
+
+
 def _load_estimator(folder: Path, manifest: dict[str, Any], entry: dict[str, Any]) -> Any:
     path = folder / entry["file"]
     try:
         est = loads_estimator(read_listed(folder, manifest, entry["file"]), source=str(path))
     except UnsafeContentError as e:
         raise BundleError(str(e)) from None
+    fill_new_params(est)
     recorded = entry.get("backbone_fingerprint")
     if recorded is None and manifest.get("format_version", 1) < 2:
         return est  # format 1 recorded no fingerprints

@@ -70,7 +70,7 @@ class ReadReport:
     warnings: list[str] = field(default_factory=list)
 
     def summary_lines(self) -> list[str]:
-        lines = [f"{self.n_rows} products read from {self.source}"]
+        lines = [f"{_n(self.n_rows, 'product', 'products')} read from {self.source}"]
         if self.numbered_ids:
             lines.append("ids: row numbers (0, 1, ...)")
         if self.no_text_column:
@@ -80,22 +80,27 @@ class ReadReport:
         else:
             if self.missing_image:
                 lines.append(
-                    f"{len(self.missing_image)} image files missing (kept, text only): {_some(self.missing_image)}"
+                    f"{_n(len(self.missing_image), 'image file', 'image files')} missing (kept, text only): {_some(self.missing_image)}"
                 )
             if self.no_image:
                 lines.append(
-                    f"{len(self.no_image)} products name no image (kept, text only): {_some(self.no_image)}"
+                    f"{_n(len(self.no_image), 'product names', 'products name')} no image (kept, text only): {_some(self.no_image)}"
                 )
             if self.image_urls:
                 lines.append(
-                    f"{len(self.image_urls)} image URLs not fetched (kept, text only; prodcat reads local image "
+                    f"{_n(len(self.image_urls), 'image URL', 'image URLs')} not fetched (kept, text only; prodcat reads local image "
                     f"files: download the images and put their paths in the image column): {_some(self.image_urls)}"
                 )
         if self.empty_text:
             lines.append(
-                f"{len(self.empty_text)} products with empty text (kept, image only): {_some(self.empty_text)}"
+                f"{_n(len(self.empty_text), 'product', 'products')} with empty text (kept, image only): {_some(self.empty_text)}"
             )
         return lines + self.warnings
+
+
+def _n(count: int, singular: str, plural: str) -> str:
+    """``"1 product"`` / ``"3 products"``."""
+    return f"{count} {singular if count == 1 else plural}"
 
 
 def _some(ids: Sequence[object]) -> str:

@@ -6,6 +6,7 @@ import graph has no circle and each ``prodcat.commands.*`` module imports on its
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -91,16 +92,36 @@ def fail(message: str) -> typer.Exit:
 
 
 def read_catalog_or_fail(
-    catalog: Path, columns: dict[str, Any], *, split: str = "train", require_label: bool, echo: bool = True
+    catalog: Path,
+    columns: dict[str, Any],
+    *,
+    split: str = "train",
+    require_label: bool,
+    echo: bool = True,
+    reads: Collection[str] | None = None,
 ) -> Any:
     """The catalog DataFrame of :func:`prodcat.catalog.read_catalog` (its reader report echoed when ``echo``);
-    a :class:`~prodcat.catalog.CatalogError` becomes :func:`fail`."""
-    from prodcat.catalog import CatalogError, read_catalog
+    a :class:`~prodcat.catalog.CatalogError` becomes :func:`fail`. ``reads``: the modalities a model reads
+    (``"text"``, ``"image"``); a catalog with a column for none of them is refused (its every prediction would be
+    the class prior)."""
+    from prodcat.catalog import IMAGE_CANDIDATES, TITLE_CANDIDATES, CatalogError, read_catalog
 
     try:
         df, report = read_catalog(catalog, split=split, require_label=require_label, **columns)
     except CatalogError as e:
         raise fail(str(e)) from None
+    if reads is not None:
+        found = {"text": not report.no_text_column, "image": not report.no_image_column}
+        if not any(found[role] for role in reads):
+            wanted = {
+                "text": "text (" + ", ".join(columns.get("text_columns") or TITLE_CANDIDATES) + ")",
+                "image": "image (" + (columns.get("image_column") or ", ".join(IMAGE_CANDIDATES)) + ")",
+            }
+            raise fail(
+                f"{catalog}: the model reads {' or '.join(wanted[r] for r in sorted(reads, reverse=True))}, "
+                f"and the catalog has no such column; its columns are: "
+                f"{', '.join(c for c in df.columns if c not in ('title', 'description', 'image', 'label'))}"
+            )
     if echo:
         for line in report.summary_lines():
             typer.echo(line)

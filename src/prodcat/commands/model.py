@@ -182,7 +182,9 @@ def evaluate(
     columns["taxonomy_columns"] = None  # leaves suffice: the bundle carries the tree
     if id_column is not None:
         columns["id_column"] = id_column
-    df = read_catalog_or_fail(catalog, columns, split=split, require_label=True)
+    df = read_catalog_or_fail(
+        catalog, columns, split=split, require_label=True, reads={role for _, role, _ in model.models}
+    )
     if thumbnails not in ("copy", "embed", "none"):
         raise fail(f"--thumbnails must be copy, embed or none, not {thumbnails!r}")
     metrics = evaluate_to_dir(model, df, out, title=str(catalog), thumbnails=thumbnails)
@@ -242,7 +244,7 @@ def predict(
     columns["taxonomy_columns"] = None  # the bundle carries the tree: a catalog to predict need not
     if id_column is not None:
         columns["id_column"] = id_column
-    df = read_catalog_or_fail(catalog, columns, split=split, require_label=False)
+    df = read_catalog_or_fail(catalog, columns, split=split, require_label=False, reads=predictor.roles())
     warm_up(predictor)  # encoders load here, so "seconds" below is the prediction itself
     t0 = time.perf_counter()
     counts = batch_predict(predictor, df, out, chunk_size=chunk_size, top_k=top_k, review_queue=review_queue)

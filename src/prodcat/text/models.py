@@ -121,10 +121,7 @@ class TfidfTextClassifier(MissingModalityMixin, ClassifierMixin, BaseEstimator):
             texts = catalog_text(X)
         else:
             texts = [clean_text(t) for t in X[self.column]]
-        max_chars = getattr(
-            self, "max_chars", None
-        )  # bundles saved before max_chars existed keep every character
-        return texts if max_chars is None else [t[:max_chars] for t in texts]
+        return texts if self.max_chars is None else [t[: self.max_chars] for t in texts]
 
     def _features(self, texts: list[str]) -> sp.csr_matrix:
         return sp.hstack([self.word_.transform(texts), self.char_.transform(texts)], format="csr")
