@@ -69,6 +69,13 @@ def train(
             "target_precision); the rest go to review."
         ),
     ] = None,
+    decisions: Annotated[
+        Path | None,
+        typer.Option(
+            help="Decisions file of `prodcat review` (DECISIONS.csv): its relabels and drops are applied to the "
+            "catalog before training."
+        ),
+    ] = None,
 ) -> None:
     """Train text and image models, clean label noise, fit the fusion, calibrate it and learn which
     predictions to accept at the target precision; write a model bundle."""
@@ -99,13 +106,29 @@ def train(
     if no_cache:
         cfg.cache_dir = None
     df = read_catalog_or_fail(catalog, cfg.columns.model_dump(), require_label=True)
+    applied = None if decisions is None else _apply_decisions(df, decisions, cfg.columns.taxonomy_columns)
+    if applied is not None:
+        df, counts = applied
     try:
         model = run_training(df, cfg)
     except (ValueError, KeyError, ImportError) as e:
         raise fail(str(e)) from None
+    if applied is not None:
+        model.metrics["decisions"] = {"file": str(decisions), **counts}
     save_bundle(model, out, input_schema={"columns": cfg.columns.model_dump()})
     print_summary(model.metrics)
     typer.echo(f"model written to {out}")
+
+
+def _apply_decisions(df: Any, path: Path, taxonomy_columns: list[str] | None) -> tuple[Any, dict[str, int]]:
+    """The catalog with the review decisions in ``path`` applied (:func:`prodcat.review.decisions.apply_decisions`)
+    and their counts; a bad file fails naming its rows."""
+    from prodcat.review.decisions import DecisionsError, apply_decisions, read_decisions
+
+    try:
+        return apply_decisions(df, read_decisions(path), taxonomy_columns=taxonomy_columns, source=str(path))
+    except (OSError, DecisionsError) as e:
+        raise fail(str(e)) from None
 
 
 def print_summary(metrics: dict[str, Any]) -> None:
@@ -114,6 +137,13 @@ def print_summary(metrics: dict[str, Any]) -> None:
         f"trained on {metrics['n_train']} products, {metrics['n_classes']} classes "
         f"in {metrics['timings_s'].get('total', 0):.0f}s"
     )
+    d = metrics.get("decisions")
+    if d:
+        typer.echo(
+            f"  review decisions ({d['file']}): {d['relabelled']} relabelled, {d['dropped']} dropped, "
+            f"{d['confirmed']} confirmed, {d['already_applied']} already in the catalog, {d['skipped']} skipped "
+            f"({d['decisions']} rows, {d['products']} products)"
+        )
     for role, info in metrics.get("modalities", {}).items():
         share = f"{info['rows']} of {metrics['n_train']} training products ({100 * info['share']:.0f}%)"
         typer.echo(
