@@ -101,12 +101,13 @@ def demo(
 
 def _register() -> None:
     """Attach the sub-command modules (their shared options live in :mod:`prodcat.commands.common`)."""
-    from prodcat.commands import audit, fuse, model, serve, sign
+    from prodcat.commands import audit, fuse, model, review, serve, sign
 
     app.command()(model.train)
     app.command()(model.evaluate)
     app.command()(model.predict)
     app.command()(serve.serve)
+    app.command()(review.review)
     app.command()(sign.sign)
     app.add_typer(fuse.app, name="fuse")
     app.add_typer(audit.app)

@@ -69,9 +69,17 @@ class Predictor:
         """(n, C) fused probabilities, columns in ``classes`` order."""
         return self.model.predict_proba(_schema(df))
 
-    def predict_frame(self, df: pd.DataFrame, *, top_k: int = 5) -> pd.DataFrame:
+    def sources(self) -> list[str]:
+        """One name per modality model, in the bundle's order: its role (``text``, ``image``), or
+        ``role:name`` when the bundle has several models of that role."""
+        roles = [role for _, role, _ in self.model.models]
+        return [role if roles.count(role) == 1 else f"{role}:{name}" for name, role, _ in self.model.models]
+
+    def predict_frame(self, df: pd.DataFrame, *, top_k: int = 5, models: bool = False) -> pd.DataFrame:
         """One row per product: ``id, label, probability, top_labels, top_probabilities, text_available,
-        image_available, image_error``. ``df``: catalog schema; ``image`` holds bytes, a path or None."""
+        image_available, image_error``. ``df``: catalog schema; ``image`` holds bytes, a path or None.
+        With ``models``, also what each modality model says: ``<source>_label`` and ``<source>_probability``
+        for every name of :meth:`sources`."""
         df = _schema(df)
         probas, masks = self.model.model_probas_with_masks(df)
         X = np.hstack(probas)
@@ -118,6 +126,11 @@ class Predictor:
                 "image_error": image_err,
             }
         )
+        if models:
+            for source, p in zip(self.sources(), probas, strict=True):
+                best = p.argmax(axis=1)  # (n,) in classes order, like fused
+                out[f"{source}_label"] = classes[best]
+                out[f"{source}_probability"] = p[np.arange(len(p)), best]
         if self.model.taxonomy is not None:
             out = _with_path(out, self.model, fused, label_idx)
         return out
