@@ -66,6 +66,12 @@ def test_queue_lists_audit_suspects_first_then_review_products(queue: Queue, inp
     assert (rest["confidence"].diff().dropna() >= 0).all()  # least confident first
     assert {"text", "image", "fusion"} <= set(queue.sources)
     assert queue.images[inputs.flipped[0]] is not None  # the catalog's image, kept on the server
+    view = QueueView(queue)
+    said = view.item(len(flagged))["said"]  # a review product: each modality model's own top label
+    assert [s["source"] for s in said] == ["text", "image"] and all(s["label"] in queue.classes for s in said)
+    said = view.item(0)["said"]  # a suspected mislabel: the audit's out-of-fold sources
+    assert [s["source"] for s in said] == ["text", "image", "fusion"]
+    assert view.item(0)["suggestion"] == said[-1]["label"]
 
 
 def test_filters_sort_and_pages(client: TestClient, queue: Queue) -> None:

@@ -194,9 +194,9 @@ def create_app(
         row = view.row_of.get(body.id)
         if row is None:
             raise HTTPException(404, f"product {body.id!r} is not in the review queue")
-        rec = view.queue.items.iloc[row]
-        given, new = rec["given_label"], _new_label(body, rec["given_label"], rec["suggestion"], view)
-        reason = ";".join(r for i, r in enumerate(REASONS) if int(rec["reasons"]) & (1 << i))
+        given, suggestion = view.cols["given_label"][row], view.cols["suggestion"][row]
+        new = _new_label(body, given, suggestion, view)
+        reason = ";".join(r for i, r in enumerate(REASONS) if int(view.reasons[row]) & (1 << i))
         d = Decision(now(), body.reviewer, body.id, body.action, given, new, reason)
         with lock:
             try:

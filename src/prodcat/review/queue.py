@@ -74,7 +74,7 @@ def build_queue(
     ids = catalog["id"].astype(str).to_numpy()
     if len(predictions) != len(catalog) or (predictions["id"].astype(str).to_numpy() != ids).any():
         raise ValueError("predictions must have one row per catalog product, in the catalog's order")
-    position = pd.Series(np.arange(len(ids)), index=ids)
+    position = {pid: i for i, pid in enumerate(ids)}
     n = len(ids)
     reasons = np.where(predictions["decision"].to_numpy() == "review", 2, 0).astype(np.uint8)
     rank = np.zeros(n, dtype=np.int64)
@@ -128,17 +128,18 @@ def build_queue(
     )
 
 
-def _audit_rows(issues: pd.DataFrame, position: pd.Series) -> np.ndarray:
+def _audit_rows(issues: pd.DataFrame, position: dict[str, int]) -> np.ndarray:
     if "id" not in issues.columns:
         raise ValueError("the audit's issues.csv has no id column (audit the catalog with `prodcat audit`)")
-    ids = issues["id"].astype(str)
-    missing = ~ids.isin(position.index)
-    if missing.any():
+    ids = issues["id"].astype(str).tolist()
+    rows = [position.get(i, -1) for i in ids]
+    missing = [i for i, r in zip(ids, rows, strict=True) if r < 0]
+    if missing:
         raise ValueError(
-            f"{int(missing.sum())} of the audit's {len(ids)} flagged ids are not in the catalog (e.g. "
-            f"{', '.join(ids[missing].head(3))}): was the audit run on another catalog or id column?"
+            f"{len(missing)} of the audit's {len(ids)} flagged ids are not in the catalog (e.g. "
+            f"{', '.join(missing[:3])}): was the audit run on another catalog or id column?"
         )
-    return position.loc[ids.tolist()].to_numpy()
+    return np.asarray(rows, dtype=np.int64)
 
 
 class QueueView:
@@ -150,6 +151,7 @@ class QueueView:
     def __init__(self, queue: Queue, decisions: Mapping[str, Decision] | None = None) -> None:
         items = queue.items
         self.queue = queue
+        self.cols = {c: items[c].to_numpy() for c in items.columns}  # per-row reads without pandas indexing
         self.ids = items["id"].to_numpy()
         self.row_of = {pid: i for i, pid in enumerate(self.ids)}
         self.labels = np.asarray(queue.classes, dtype=object)
@@ -218,7 +220,7 @@ class QueueView:
 
     def item(self, row: int) -> dict[str, Any]:
         """The JSON-ready record of queue row ``row`` with its decision in effect."""
-        rec = self.queue.items.iloc[row]
+        rec = {c: v[row] for c, v in self.cols.items()}
         said = []
         for s in self.queue.sources:
             lab, conf = rec[f"{s}_label"], rec[f"{s}_conf"]
