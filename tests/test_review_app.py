@@ -120,6 +120,7 @@ def test_decision_checks(client: TestClient, queue: Queue) -> None:
     assert decide(client, a, "rename").status_code == 422
     bad_name = {"id": a, "action": "skip", "reviewer": "x\ny"}
     assert client.post("/api/decide", json=bad_name).status_code == 422
+    assert client.post("/api/decide", json={**bad_name, "reviewer": "x" * 100_000}).status_code == 413
     accepted = decide(client, a, "accept").json()["item"]["decision"]
     assert accepted["new_label"] == queue.items["suggestion"].iloc[0]
 
@@ -180,6 +181,20 @@ def test_page_carries_token_and_strict_headers(client: TestClient, queue: Queue)
     assert "script-src 'self'" in r.headers["content-security-policy"]
     assert queue.classes[0] in r.text
     assert client.get("/review.js").headers["content-type"].startswith("text/javascript")
+
+
+def test_an_audit_of_another_catalog_is_refused(queue: Queue) -> None:
+    catalog = pd.DataFrame(
+        {"id": ["a", "b"], "title": ["x", "y"], "description": "", "image": None, "label": "c"}
+    )
+    preds = pd.DataFrame({"id": ["a", "b"], "label": "c", "confidence": [0.5, 0.6], "decision": "review"})
+    issues = pd.DataFrame({"id": ["a", "zz"], "rank": [1, 2], "suggested_label": "c", "suggested_conf": 0.9})
+    with pytest.raises(
+        ValueError, match=r"1 of the audit's 2 flagged ids are not in the catalog \(e.g. zz\)"
+    ):
+        build_queue(catalog, preds, sources=[], classes=["c"], issues=issues)
+    with pytest.raises(ValueError, match="one row per catalog product"):
+        build_queue(catalog, preds.iloc[::-1], sources=[], classes=["c"])
 
 
 def test_a_large_synthetic_queue_pages_in_order() -> None:

@@ -118,5 +118,9 @@ def test_relabel_two_products_with_the_keyboard_in_chromium(server: ReviewServer
                 text = page.locator(f'.item[data-id="{pid}"] .decision').inner_text()
                 assert f"relabelled → {lab}" in text
             assert "status=decided" in page.url  # the view itself survives a reload too
+            page.keyboard.press("u")  # undo: the latest relabel is withdrawn, on disk and on the page
+            expect(page.locator("#history li")).to_have_count(3)
+            expect(page.locator(f'.item[data-id="{ids[1]}"] .decision')).to_have_text("")
+            assert [d.id for d in replay(read_decisions(tmp_path / "decisions.csv")).values()] == [ids[0]]
         finally:
             browser.close()

@@ -10,7 +10,7 @@ Safety:
   on the server; a client never names a file;
 - writes: ``POST`` requests must come from the page's own origin (``Origin``, else ``Referer``, equal to the
   server's) and carry the page's token in ``X-Review-Token`` (a random secret per server start, in the page
-  only), as ``application/json`` (403 / 415 otherwise);
+  only), as ``application/json`` (403 / 415 otherwise) of at most 64 KiB (413);
 - hosts: a request whose ``Host`` is not one of the server's names is refused (400), so that a DNS-rebinding
   page cannot read the token; the page forbids framing (``frame-ancestors 'none'``) and inline scripts.
 
@@ -34,9 +34,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from prodcat import __version__
 from prodcat.review.decisions import Decision, DecisionLog, DecisionsError, now, replay
 from prodcat.review.queue import REASONS, SORTS, STATUSES, QueueView, decision_json
+from prodcat.serve.runtime import BodySizeLimit
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 MAX_PAGE = 200
+MAX_BODY = 64 * 1024  # a decision is a few hundred bytes
 _CSP = (
     "default-src 'self'; img-src 'self'; style-src 'self' 'unsafe-inline'; script-src 'self'; "
     "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
@@ -232,6 +234,7 @@ def create_app(
                 "counts": view.counts(),
             }
 
+    app.add_middleware(BodySizeLimit, limit=MAX_BODY)
     return app
 
 
