@@ -197,6 +197,21 @@ def test_an_audit_of_another_catalog_is_refused(queue: Queue) -> None:
         build_queue(catalog, preds.iloc[::-1], sources=[], classes=["c"])
 
 
+def test_an_unlabelled_catalog_is_reviewed_without_keep(tmp_path: Path) -> None:
+    catalog = pd.DataFrame(
+        {"id": ["a", "b"], "title": ["x", "y"], "description": "", "image": None, "label": None}
+    )
+    preds = pd.DataFrame({"id": ["a", "b"], "label": "c", "confidence": [0.5, 0.6], "decision": "review"})
+    q = build_queue(catalog, preds, sources=[], classes=["c", "d"])
+    log = DecisionLog(tmp_path / "d.csv")
+    with TestClient(create_app(QueueView(q), log, token=TOKEN), base_url=BASE) as c:
+        c.headers.update({"Origin": BASE, "X-Review-Token": TOKEN})
+        assert c.get("/api/items").json()["items"][0]["given_label"] is None
+        assert "no given label" in decide(c, "a", "keep").json()["detail"]
+        assert decide(c, "a", "relabel", "d").json()["item"]["decision"]["old_label"] == ""
+    log.close()
+
+
 def test_a_large_synthetic_queue_pages_in_order() -> None:
     q = synthetic_queue(20_000)
     view = QueueView(q)

@@ -63,6 +63,14 @@ def test_decisions_survive_sigkill_and_resume(
     current = replay(read_decisions(tmp_path / "decisions.csv"))
     assert {pid: d.action for pid, d in current.items()} == {it["id"]: a for it, a in
                                                              zip(items, ("drop", "keep", "skip"), strict=True)}  # fmt: skip
+    from prodcat.catalog import read_catalog
+    from prodcat.review.decisions import apply_decisions
+
+    df = read_catalog(inputs.catalog)[0]  # what `prodcat train --decisions` makes of the server's file
+    out, counts = apply_decisions(df, read_decisions(tmp_path / "decisions.csv"))
+    assert (counts["dropped"], counts["confirmed"], counts["skipped"]) == (1, 1, 1) and len(out) == len(
+        df
+    ) - 1
     again = start(inputs, tmp_path / "decisions.csv")
     try:
         page = httpx.get(again.url + "/api/items", params={"size": 3}).json()
