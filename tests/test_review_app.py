@@ -223,6 +223,10 @@ def test_a_large_synthetic_queue_pages_in_order() -> None:
     assert len(rows) == int((q.items["given_label"] == label).sum())
 
 
+def served_queue_ids(served: dict[str, Any]) -> list[str]:
+    return served["app"].state.view.queue.items["id"].tolist()
+
+
 def test_review_command_warns_beyond_loopback(
     inputs: ReviewInputs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -241,6 +245,18 @@ def test_review_command_warns_beyond_loopback(
     assert f"{len(inputs.flipped)}" in r.output and "suspected mislabels" in r.output
     r = CliRunner().invoke(app, [*args, "--cache-dir", "none"])
     assert "warning" not in r.output and served["host"] == "127.0.0.1"
+    cached = [*args, "--cache-dir", str(tmp_path / "cache")]
+    assert CliRunner().invoke(app, cached).exit_code == 0
+    first = served_queue_ids(served)
+    import prodcat.review.queue
+
+    def no_prediction(*a: Any, **kw: Any) -> None:
+        raise AssertionError("predicted again")
+
+    monkeypatch.setattr(prodcat.review.queue, "predict_catalog", no_prediction)
+    r = CliRunner().invoke(app, cached)  # a restart on the same bundle and catalog
+    assert r.exit_code == 0 and "predictions from the cache" in r.output
+    assert served_queue_ids(served) == first
     (tmp_path / "bad.csv").write_text("time,reviewer,id\n")
     r = CliRunner().invoke(app, [*args[:-1], str(tmp_path / "bad.csv")])
     assert r.exit_code == 2 and "missing column" in r.output

@@ -8,8 +8,10 @@ docs/review.md. Register in ``prodcat.cli`` with ``app.command()(review)``.
 from __future__ import annotations
 
 import getpass
+import hashlib
+import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -64,7 +66,7 @@ def review(
     from prodcat.bundle import BundleError, load_bundle
     from prodcat.cache import resolve_cache_dir
     from prodcat.review.decisions import DecisionLog, replay
-    from prodcat.review.queue import QueueView, build_queue, predict_catalog
+    from prodcat.review.queue import QueueView, build_queue
 
     cache = resolve_cache_dir(None if cache_dir in (None, "", "none") else cache_dir)
     try:
@@ -84,18 +86,69 @@ def review(
         except (OSError, ValueError) as e:
             raise fail(f"--audit: cannot read {path}: {e}") from None
     try:
+        log = DecisionLog(decisions)  # a bad or busy decisions file fails before the catalog is predicted
+    except (ValueError, OSError) as e:  # DecisionsError is a ValueError
+        raise fail(str(e)) from None
+    try:
         queue = build_queue(
             df,
-            predict_catalog(predictor, df, chunk_size=chunk_size),
+            _predictions(predictor, df, model, cache, chunk_size=chunk_size),
             sources=predictor.sources(),
             classes=predictor.classes,
             issues=issues,
         )
-        log = DecisionLog(decisions)
-    except (ValueError, KeyError, OSError) as e:  # DecisionsError is a ValueError
+    except (ValueError, KeyError, OSError) as e:
+        log.close()
         raise fail(str(e) if not isinstance(e, KeyError) else f"--audit: missing column {e}") from None
     view = QueueView(queue, replay(log.events))
     _serve(view, log, host=host, port=port, allowed_host=allowed_host, reviewer=reviewer, log_level=log_level)
+
+
+def _predictions(predictor: Any, df: Any, model: Path, cache: Path | None, *, chunk_size: int) -> Any:
+    """The catalog's predictions for the queue (:func:`prodcat.review.queue.predict_catalog`), kept in the cache
+    folder (``review/<key>.parquet``) under a key of the bundle's manifest (which holds the sha256 of every
+    bundle file) and the catalog's ids and texts with each image file's path, size and modification time: a
+    restart on the same bundle and catalog predicts nothing."""
+    import pandas as pd
+
+    from prodcat.review.queue import predict_catalog
+
+    keep = ["id", "label", "confidence", "decision"]
+    keep += [f"{s}_{k}" for s in predictor.sources() for k in ("label", "probability")]
+    if cache is None:
+        return predict_catalog(predictor, df, chunk_size=chunk_size)[keep]
+    path = cache / "review" / f"{_catalog_key(model, df)}.parquet"
+    try:
+        hit = pd.read_parquet(path)
+        if hit.columns.tolist() == keep and hit["id"].tolist() == df["id"].astype(str).tolist():
+            typer.echo(f"predictions from the cache ({path})")
+            return hit
+    except (OSError, ValueError, ImportError):
+        pass  # absent or unreadable: predict again
+    pred = predict_catalog(predictor, df, chunk_size=chunk_size)[keep]
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        pred.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    except OSError as e:
+        typer.echo(f"predictions not cached ({e})", err=True)
+    return pred
+
+
+def _catalog_key(model: Path, df: Any) -> str:
+    import pandas as pd
+
+    h = hashlib.sha256((model / "manifest.json").read_bytes())
+    text = df[["id", "title", "description"]].astype(str)
+    h.update(pd.util.hash_pandas_object(text, index=False).to_numpy().tobytes())
+    for image in df["image"]:
+        try:
+            st = os.stat(image) if isinstance(image, str) else None
+        except OSError:
+            st = None
+        h.update(f"{image}|{st and st.st_size}|{st and st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:32]
 
 
 def _serve(
