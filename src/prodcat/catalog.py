@@ -30,6 +30,7 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -68,6 +69,25 @@ class ReadReport:
     no_text_column: bool = False
     numbered_ids: bool = False  # ids are row numbers (``--id-column none``, or no id column found)
     warnings: list[str] = field(default_factory=list)
+    # Rows left out (streamed reading only: a whole-file read raises instead): "row 12 (id=x): duplicate id".
+    rejected: list[str] = field(default_factory=list)
+    # Totals of the lists above when they keep only their first entries (a streamed catalog's report).
+    totals: dict[str, int] = field(default_factory=dict)
+
+    _LISTS: ClassVar[tuple[str, ...]] = ("missing_image", "no_image", "image_urls", "empty_text", "rejected")
+
+    def total(self, name: str) -> int:
+        """How many rows the list ``name`` counts (all of them, even where only the first are kept)."""
+        return self.totals.get(name, len(getattr(self, name)))
+
+    def absorb(self, other: ReadReport, *, keep: int = 1000) -> None:
+        """Add a batch's report to this one; each list keeps its first ``keep`` entries, :meth:`total` counts
+        all (so the report of a million-row stream stays small)."""
+        self.n_rows += other.n_rows
+        for name in self._LISTS:
+            mine, theirs = getattr(self, name), getattr(other, name)
+            self.totals[name] = self.total(name) + other.total(name)
+            mine.extend(theirs[: max(0, keep - len(mine))])
 
     def summary_lines(self) -> list[str]:
         lines = [f"{_n(self.n_rows, 'product', 'products')} read from {self.source}"]
@@ -78,24 +98,25 @@ class ReadReport:
         if self.no_image_column:
             lines.append("no image column: text-only catalog")
         else:
-            if self.missing_image:
-                lines.append(
-                    f"{_n(len(self.missing_image), 'image file', 'image files')} missing (kept, text only): {_some(self.missing_image)}"
-                )
-            if self.no_image:
-                lines.append(
-                    f"{_n(len(self.no_image), 'product names', 'products name')} no image (kept, text only): {_some(self.no_image)}"
-                )
-            if self.image_urls:
-                lines.append(
-                    f"{_n(len(self.image_urls), 'image URL', 'image URLs')} not fetched (kept, text only; prodcat reads local image "
-                    f"files: download the images and put their paths in the image column): {_some(self.image_urls)}"
-                )
-        if self.empty_text:
-            lines.append(
-                f"{_n(len(self.empty_text), 'product', 'products')} with empty text (kept, image only): {_some(self.empty_text)}"
+            lines += self._listed("missing_image", ("image file", "image files"), "missing (kept, text only)")
+            lines += self._listed(
+                "no_image", ("product names", "products name"), "no image (kept, text only)"
             )
+            lines += self._listed(
+                "image_urls",
+                ("image URL", "image URLs"),
+                "not fetched (kept, text only; prodcat reads local image files: download the images and put "
+                "their paths in the image column)",
+            )
+        lines += self._listed("empty_text", ("product", "products"), "with empty text (kept, image only)")
+        lines += self._listed("rejected", ("row", "rows"), "left out")
         return lines + self.warnings
+
+    def _listed(self, name: str, noun: tuple[str, str], what: str) -> list[str]:
+        """``["<total> <noun> <what>: <first few> ... (+k more)"]``, or ``[]`` when the list is empty."""
+        items = getattr(self, name)
+        total = self.total(name)
+        return [f"{_n(total, *noun)} {what}: {_some(items, total)}"] if items else []
 
 
 def _n(count: int, singular: str, plural: str) -> str:
@@ -103,11 +124,12 @@ def _n(count: int, singular: str, plural: str) -> str:
     return f"{count} {singular if count == 1 else plural}"
 
 
-def _some(ids: Sequence[object]) -> str:
+def _some(ids: Sequence[object], total: int | None = None) -> str:
+    """The first few of ``ids`` and how many more there are (of ``total``, default ``len(ids)``)."""
+    total = len(ids) if total is None else total
     shown = ", ".join(str(i) for i in ids[:MAX_ROWS_IN_MESSAGE])
-    return shown + (
-        f" ... (+{len(ids) - MAX_ROWS_IN_MESSAGE} more)" if len(ids) > MAX_ROWS_IN_MESSAGE else ""
-    )
+    shown_n = min(len(ids), MAX_ROWS_IN_MESSAGE)
+    return shown + (f" ... (+{total - shown_n} more)" if total > shown_n else "")
 
 
 def _decode_bytes(raw: bytes, path: Path, encoding: str | None) -> str:
@@ -137,16 +159,22 @@ def read_table(path: str | Path, *, encoding: str | None = None) -> pd.DataFrame
     if suffix not in (".csv", ".tsv", ".txt"):
         raise CatalogError(f"{path}: unsupported catalog format {suffix!r} (use .csv, .tsv or .parquet)")
     text = _decode_bytes(path.read_bytes(), path, encoding)
-    sep = "\t" if suffix == ".tsv" else None
-    if sep is None:
-        try:
-            sep = csv.Sniffer().sniff(text[:20000], delimiters=",;\t|").delimiter
-        except csv.Error:
-            sep = ","
+    sep = delimiter(path, text[:20000])
     try:
         return pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, na_values=[""])
     except pd.errors.ParserError as e:
         raise CatalogError(f"{path}: malformed table: {e}") from e
+
+
+def delimiter(path: Path, sample: str) -> str:
+    """The field separator of a text table: tab for ``.tsv``, else sniffed from ``sample`` (its first
+    characters) among ``, ; tab |``, comma when nothing stands out."""
+    if path.suffix.lower() == ".tsv":
+        return "\t"
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=",;\t|").delimiter
+    except csv.Error:
+        return ","
 
 
 def _pick(
@@ -167,6 +195,84 @@ def _row_names(df: pd.DataFrame, mask: np.ndarray) -> str:
     return _some([f"row {r} (id={df['id'].iat[int(r)]})" for r in rows])
 
 
+@dataclass(frozen=True)
+class ColumnMap:
+    """Which raw columns feed the schema: ``texts`` (the first is the title, the rest the description), ``label``,
+    ``image`` and ``id`` (None: rows are numbered); None where the catalog has no such column."""
+
+    texts: tuple[str, ...]
+    label: str | None
+    image: str | None
+    id: str | None
+
+    def used(self) -> list[str]:
+        """The raw columns read into the schema (the rest are passthrough)."""
+        return [*self.texts, *(c for c in (self.label, self.image, self.id) if c)]
+
+
+def map_columns(
+    columns: Sequence[str],
+    *,
+    source: Path,
+    text_columns: Sequence[str] | None = None,
+    label_column: str | None = None,
+    image_column: str | None = None,
+    id_column: str | None = None,
+    require_label: bool = False,
+) -> ColumnMap:
+    """Pick the raw columns of the schema from a table's column names (given names, else common ones).
+
+    Raises :class:`CatalogError` for a named column that is absent, a required label column that is not found,
+    or a table with neither a text nor an image column."""
+    cols = [str(c) for c in columns]
+    if text_columns:
+        texts = [_pick(cols, c, (), "text", source) for c in text_columns]
+    else:
+        title_col = _pick(cols, None, TITLE_CANDIDATES, "title", source)
+        texts = [title_col, _pick(cols, None, DESCRIPTION_CANDIDATES, "description", source)]
+    label_col = _pick(cols, label_column, LABEL_CANDIDATES, "label", source)
+    if require_label and label_col is None:
+        raise CatalogError(
+            f"{source}: no label column found (looked for {', '.join(LABEL_CANDIDATES)}); use --label-column"
+        )
+    image_col = _pick(cols, image_column, IMAGE_CANDIDATES, "image", source)
+    text_cols = tuple(t for t in texts if t is not None)
+    if not text_cols and image_col is None:
+        raise CatalogError(
+            f"{source}: no title column found (looked for {', '.join(TITLE_CANDIDATES)}) and no image column "
+            f"(looked for {', '.join(IMAGE_CANDIDATES)}); name them with --text-columns / --image-column; "
+            f"columns are: {', '.join(cols)}"
+        )
+    numbered = id_column is not None and id_column.lower() == NO_ID
+    id_col = None if numbered else _pick(cols, id_column, ID_CANDIDATES, "id", source)
+    return ColumnMap(texts=text_cols, label=label_col, image=image_col, id=id_col)
+
+
+def to_schema(
+    raw: pd.DataFrame, cmap: ColumnMap, *, base_dir: Path | None, row_numbers: np.ndarray | None = None
+) -> pd.DataFrame:
+    """The catalog schema of a raw table (or one batch of it): ids, cleaned texts, resolved image paths, string
+    labels, then the passthrough columns. ``row_numbers`` (n,): each row's position in the whole catalog, the
+    ids of a numbered catalog (default ``0..n-1``)."""
+    raw = raw.reset_index(drop=True)
+    df = pd.DataFrame(index=raw.index)
+    if cmap.id:
+        df["id"] = raw[cmap.id].astype(str).str.strip()
+    else:
+        df["id"] = (raw.index.to_numpy() if row_numbers is None else np.asarray(row_numbers)).astype(str)
+    texts = list(cmap.texts)
+    df["title"] = raw[texts[0]].map(clean_text) if texts else ""
+    rest = [raw[c].map(clean_text) for c in texts[1:]]
+    df["description"] = [join_texts(*parts) for parts in zip(*rest, strict=True)] if rest else ""
+    df["image"] = _resolve_images(raw[cmap.image], base_dir) if cmap.image else None
+    df["label"] = raw[cmap.label].map(_label_str) if cmap.label else None
+    used = set(cmap.used())
+    for c in raw.columns:
+        if c not in used and c not in SCHEMA:
+            df[c] = raw[c]
+    return df
+
+
 def normalise(
     raw: pd.DataFrame,
     *,
@@ -182,46 +288,23 @@ def normalise(
 ) -> tuple[pd.DataFrame, ReadReport]:
     """Map a raw table onto the catalog schema, clean texts, resolve image paths and validate (the taxonomy
     too, when the catalog is labelled and names one)."""
-    cols = [str(c) for c in raw.columns]
-    raw = raw.set_axis(cols, axis=1).reset_index(drop=True)
-    if text_columns:
-        texts = [_pick(cols, c, (), "text", source) for c in text_columns]
-    else:
-        title_col = _pick(cols, None, TITLE_CANDIDATES, "title", source)
-        texts = [title_col, _pick(cols, None, DESCRIPTION_CANDIDATES, "description", source)]
-    texts = [t for t in texts if t is not None]
-    label_col = _pick(cols, label_column, LABEL_CANDIDATES, "label", source)
-    if require_label and label_col is None:
-        raise CatalogError(
-            f"{source}: no label column found (looked for {', '.join(LABEL_CANDIDATES)}); use --label-column"
-        )
-    image_col = _pick(cols, image_column, IMAGE_CANDIDATES, "image", source)
-    if not texts and image_col is None:
-        raise CatalogError(
-            f"{source}: no title column found (looked for {', '.join(TITLE_CANDIDATES)}) and no image column "
-            f"(looked for {', '.join(IMAGE_CANDIDATES)}); name them with --text-columns / --image-column; "
-            f"columns are: {', '.join(cols)}"
-        )
-    numbered = id_column is not None and id_column.lower() == NO_ID
-    id_col = None if numbered else _pick(cols, id_column, ID_CANDIDATES, "id", source)
-
-    df = pd.DataFrame(index=raw.index)
-    df["id"] = raw[id_col].astype(str).str.strip() if id_col else raw.index.astype(str)
-    df["title"] = raw[texts[0]].map(clean_text) if texts else ""
-    rest = [raw[c].map(clean_text) for c in texts[1:]]
-    df["description"] = [join_texts(*parts) for parts in zip(*rest, strict=True)] if rest else ""
-    df["image"] = _resolve_images(raw[image_col], base_dir) if image_col else None
-    df["label"] = raw[label_col].map(_label_str) if label_col else None
-    used = set(texts) | {c for c in (label_col, image_col, id_col) if c}
-    for c in cols:
-        if c not in used and c not in SCHEMA:
-            df[c] = raw[c]
-    report = _validate(
-        df, source, has_label=label_col is not None, no_image_column=image_col is None, id_col=id_col
+    raw = raw.set_axis([str(c) for c in raw.columns], axis=1)
+    cmap = map_columns(
+        list(raw.columns),
+        source=source,
+        text_columns=text_columns,
+        label_column=label_column,
+        image_column=image_column,
+        id_column=id_column,
+        require_label=require_label,
     )
-    report.no_text_column = not texts
-    report.numbered_ids = id_col is None
-    if label_col is not None and (taxonomy_columns or path_separator):
+    df = to_schema(raw, cmap, base_dir=base_dir)
+    report = _validate(
+        df, source, has_label=cmap.label is not None, no_image_column=cmap.image is None, id_col=cmap.id
+    )
+    report.no_text_column = not cmap.texts
+    report.numbered_ids = cmap.id is None
+    if cmap.label is not None and (taxonomy_columns or path_separator):
         if path_separator:
             df["label"] = _canonical_paths(df, path_separator, source)
         catalog_taxonomy(df, taxonomy_columns=taxonomy_columns, path_separator=path_separator, source=source)
@@ -293,6 +376,41 @@ def _resolve_images(paths: pd.Series, base_dir: Path | None) -> list[str | None]
     return out
 
 
+def row_problems(df: pd.DataFrame, *, has_label: bool, keep_first: bool = False) -> dict[str, np.ndarray]:
+    """Per problem, the ``(n,)`` mask of schema rows that cannot be used: ``"empty id"``, ``"duplicate id"``
+    (every row of a repeated id, or with ``keep_first`` every row but the first) and, for a labelled catalog,
+    ``"empty label"``."""
+    ids = df["id"]
+    problems = {
+        "empty id": ((ids == "") | ids.isna() | (ids.str.lower() == "nan")).to_numpy(dtype=bool),
+        "duplicate id": ids.duplicated(keep="first" if keep_first else False).to_numpy(dtype=bool),
+    }
+    if has_label:
+        problems["empty label"] = df["label"].isna().to_numpy(dtype=bool)
+    return problems
+
+
+def modality_report(df: pd.DataFrame, report: ReadReport) -> ReadReport:
+    """Fill ``report``'s per-row modality lists (empty texts; rows naming no image, an image URL, a missing image
+    file) from the schema rows ``df``. Image files are checked for existence, not opened."""
+    empty = (df["title"] == "") & (df["description"] == "")
+    report.empty_text = df.loc[empty, "id"].tolist()
+    if not report.no_image_column:
+        named = np.array([isinstance(p, str) for p in df["image"]], dtype=bool)
+        url = np.array([is_url(p) for p in df["image"]], dtype=bool)
+        exists = np.array(
+            [
+                bool(n and not u and Path(p).is_file())
+                for p, n, u in zip(df["image"], named, url, strict=True)
+            ],
+            dtype=bool,
+        )
+        report.no_image = df.loc[~named, "id"].tolist()
+        report.image_urls = df.loc[url, "id"].tolist()
+        report.missing_image = df.loc[named & ~url & ~exists, "id"].tolist()
+    return report
+
+
 def _validate(
     df: pd.DataFrame, source: Path, *, has_label: bool, no_image_column: bool, id_col: str | None
 ) -> ReadReport:
@@ -302,33 +420,20 @@ def _validate(
         f"; fix the ids, or pass --id-column none (id_column: none in the config) to number the rows "
         f"instead of reading the {id_col!r} column"
     )
-    empty_id = (df["id"] == "") | df["id"].isna() | (df["id"].str.lower() == "nan")
+    problems = row_problems(df, has_label=has_label)
+    empty_id = problems["empty id"]
     if empty_id.any():
         raise CatalogError(
-            f"{source}: empty id in {int(empty_id.sum())} rows: {_row_names(df, empty_id.to_numpy())}{renumber}"
+            f"{source}: empty id in {int(empty_id.sum())} rows: {_row_names(df, empty_id)}{renumber}"
         )
-    dup = df["id"].duplicated(keep=False).to_numpy()
-    if dup.any():
-        raise CatalogError(f"{source}: duplicate ids: {_row_names(df, dup)}{renumber}")
-    if has_label:
-        no_label = df["label"].isna().to_numpy()
-        if no_label.any():
-            raise CatalogError(
-                f"{source}: empty label in {int(no_label.sum())} rows: {_row_names(df, no_label)}"
-            )
-    report = ReadReport(source=str(source), n_rows=len(df), no_image_column=no_image_column)
-    empty = (df["title"] == "") & (df["description"] == "")
-    report.empty_text = df.loc[empty, "id"].tolist()
-    if not no_image_column:
-        named = np.array([isinstance(p, str) for p in df["image"]], dtype=bool)
-        url = np.array([is_url(p) for p in df["image"]], dtype=bool)
-        exists = np.array(
-            [bool(n and not u and Path(p).is_file()) for p, n, u in zip(df["image"], named, url, strict=True)]
-        )
-        report.no_image = df.loc[~named, "id"].tolist()
-        report.image_urls = df.loc[url, "id"].tolist()
-        report.missing_image = df.loc[named & ~url & ~exists, "id"].tolist()
-    return report
+    if problems["duplicate id"].any():
+        raise CatalogError(f"{source}: duplicate ids: {_row_names(df, problems['duplicate id'])}{renumber}")
+    no_label = problems.get("empty label")
+    if no_label is not None and no_label.any():
+        raise CatalogError(f"{source}: empty label in {int(no_label.sum())} rows: {_row_names(df, no_label)}")
+    return modality_report(
+        df, ReadReport(source=str(source), n_rows=len(df), no_image_column=no_image_column)
+    )
 
 
 def read_catalog(

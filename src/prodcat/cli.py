@@ -101,11 +101,12 @@ def demo(
 
 def _register() -> None:
     """Attach the sub-command modules (their shared options live in :mod:`prodcat.commands.common`)."""
-    from prodcat.commands import audit, fuse, model, review, serve, sign
+    from prodcat.commands import audit, fuse, model, review, scale, serve, sign
 
     app.command()(model.train)
     app.command()(model.evaluate)
     app.command()(model.predict)
+    app.command()(scale.embed)
     app.command()(serve.serve)
     app.command()(review.review)
     app.command()(sign.sign)

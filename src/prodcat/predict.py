@@ -15,6 +15,7 @@ A bundle trained without calibration reports the fused probability as ``confiden
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,6 @@ from prodcat.model import TrainedModel
 from prodcat.oof import align_proba
 from prodcat.text.clean import clean_text
 
-OUTPUT_FORMATS = (".csv", ".parquet")
 NO_IMAGE_MODEL = "not used: the model has no image model"
 
 
@@ -263,80 +263,75 @@ def flatten(pred: pd.DataFrame) -> pd.DataFrame:
 
 def batch_predict(
     predictor: Predictor,
-    df: pd.DataFrame,
+    catalog: pd.DataFrame | Iterable[pd.DataFrame],
     out_file: str | Path,
     *,
     chunk_size: int = 2048,
     top_k: int = 3,
     progress: bool = True,
     review_queue: str | Path | None = None,
+    total: int | None = None,
 ) -> dict[str, int]:
-    """Predict ``df`` chunk by chunk, appending each chunk to ``out_file`` (.csv or .parquet) as it is done.
+    """Predict a catalog chunk by chunk, appending each chunk to ``out_file`` (.csv or .parquet) as it is done.
 
-    Memory holds one chunk of images at a time. ``review_queue`` (.csv or .parquet): also write the ``review``
-    rows there, ordered by :func:`prodcat.trust.review_order` (written once every chunk is done: the order is
-    global). Returns counts: rows, rows without text / without image (for the modalities the model reads),
+    ``catalog``: a catalog-schema DataFrame (cut into ``chunk_size`` rows), or any iterable of such frames (a
+    :class:`prodcat.stream.CatalogStream`: then memory holds one batch whatever the catalog's size; ``total``
+    rows, when known, sizes the progress bar, which shows rows done and the rate). ``review_queue`` (.csv or
+    .parquet): also write the ``review`` rows there, ordered by :func:`prodcat.trust.review_order` (written once
+    every chunk is done: the order is global; the rows wait in a spill file, see :mod:`prodcat.writers`).
+    Returns counts: rows, rows without text / without image (for the modalities the model reads),
     auto-accepted rows, rows to review.
     """
-    out = Path(out_file)
-    for path in (out, *([] if review_queue is None else [Path(review_queue)])):
-        if path.suffix.lower() not in OUTPUT_FORMATS:
-            raise ValueError(f"{path}: output must end in {' or '.join(OUTPUT_FORMATS)}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".partial")
-    writer = None
+    from prodcat.writers import ReviewSpill, TableWriter, check_output
+
+    out = check_output(out_file)
+    spill = None if review_queue is None else ReviewSpill(review_queue)
+    if isinstance(catalog, pd.DataFrame):
+        total = len(catalog) if total is None else total
+        chunks: Iterable[pd.DataFrame] = (
+            catalog.iloc[start : start + chunk_size] for start in range(0, len(catalog), chunk_size)
+        )
+    else:
+        chunks = catalog
     counts = {"rows": 0} | {f"no_{role}": 0 for role in ("text", "image") if role in predictor.roles()}
     counts |= {"auto": 0, "review": 0}
-    queue: list[pd.DataFrame] = []
     try:
-        with tqdm(total=len(df), desc="predict", unit="product", disable=not progress) as bar:
-            for start in range(0, len(df), chunk_size):
-                chunk = flatten(predictor.predict_frame(df.iloc[start : start + chunk_size], top_k=top_k))
-                counts["rows"] += len(chunk)
-                for role in ("text", "image"):
-                    if f"no_{role}" in counts:
-                        counts[f"no_{role}"] += int((~chunk[f"{role}_available"]).sum())
-                counts["auto"] += int((chunk["decision"] == "auto").sum())
-                counts["review"] += int((chunk["decision"] == "review").sum())
-                if review_queue is not None:
-                    queue.append(chunk[chunk["decision"] == "review"])
-                if out.suffix.lower() == ".csv":
-                    chunk.to_csv(tmp, mode="w" if start == 0 else "a", header=start == 0, index=False)
-                else:
-                    import pyarrow as pa
-                    import pyarrow.parquet as pq
-
-                    table = pa.Table.from_pandas(chunk, preserve_index=False)
-                    if writer is None:
-                        writer = pq.ParquetWriter(tmp, table.schema)
-                    writer.write_table(table.cast(writer.schema))
+        with (
+            TableWriter(out) as writer,
+            tqdm(total=total, desc="predict", unit=" products", disable=not progress) as bar,
+        ):
+            for frame in chunks:
+                chunk = flatten(predictor.predict_frame(frame, top_k=top_k))
+                _count(counts, chunk)
+                if spill is not None:
+                    spill.add(chunk)
+                writer.write(chunk)
                 bar.update(len(chunk))
-        if counts["rows"] == 0:  # an empty catalog still gets a (header-only) file
-            flatten(predictor.predict_frame(df.iloc[:0], top_k=top_k)).to_csv(tmp, index=False) if (
-                out.suffix.lower() == ".csv"
-            ) else pd.DataFrame().to_parquet(tmp)
-    finally:
-        if writer is not None:
-            writer.close()
-    tmp.replace(out)  # only a complete file gets the final name
-    if review_queue is not None:
-        _write_queue(predictor, queue, Path(review_queue))
+            # an empty catalog still gets a (header-only) file
+            writer.commit(
+                empty=None if writer.rows else flatten(predictor.predict_frame(_EMPTY, top_k=top_k))
+            )
+    except BaseException:
+        if spill is not None:
+            spill.discard()
+        raise
+    if spill is not None:
+        spill.write(_class_counts(predictor))
     return counts
 
 
-def _write_queue(predictor: Predictor, chunks: list[pd.DataFrame], path: Path) -> None:
-    """The review rows of every chunk, in review order, to ``path`` (.csv or .parquet; header-only when none)."""
-    from prodcat.trust import review_order
+_EMPTY = pd.DataFrame({"id": [], "title": [], "description": [], "image": []}, dtype=object)
 
-    counts = {} if predictor.model.calibration is None else predictor.model.calibration.class_counts
-    rows = (
-        pd.concat(chunks, ignore_index=True)
-        if chunks
-        else pd.DataFrame(columns=["label", "confidence", "decision"])
-    )
-    queue = review_order(rows, counts)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix.lower() == ".csv":
-        queue.to_csv(path, index=False)
-    else:
-        queue.to_parquet(path, index=False)
+
+def _count(counts: dict[str, int], chunk: pd.DataFrame) -> None:
+    counts["rows"] += len(chunk)
+    for role in ("text", "image"):
+        if f"no_{role}" in counts:
+            counts[f"no_{role}"] += int((~chunk[f"{role}_available"]).sum())
+    counts["auto"] += int((chunk["decision"] == "auto").sum())
+    counts["review"] += int((chunk["decision"] == "review").sum())
+
+
+def _class_counts(predictor: Predictor) -> dict[str, int]:
+    calibration = predictor.model.calibration
+    return {} if calibration is None else calibration.class_counts

@@ -104,25 +104,58 @@ def read_catalog_or_fail(
     a :class:`~prodcat.catalog.CatalogError` becomes :func:`fail`. ``reads``: the modalities a model reads
     (``"text"``, ``"image"``); a catalog with a column for none of them is refused (its every prediction would be
     the class prior)."""
-    from prodcat.catalog import IMAGE_CANDIDATES, TITLE_CANDIDATES, CatalogError, read_catalog
+    from prodcat.catalog import CatalogError, read_catalog
 
     try:
         df, report = read_catalog(catalog, split=split, require_label=require_label, **columns)
     except CatalogError as e:
         raise fail(str(e)) from None
     if reads is not None:
-        found = {"text": not report.no_text_column, "image": not report.no_image_column}
-        if not any(found[role] for role in reads):
-            wanted = {
-                "text": "text (" + ", ".join(columns.get("text_columns") or TITLE_CANDIDATES) + ")",
-                "image": "image (" + (columns.get("image_column") or ", ".join(IMAGE_CANDIDATES)) + ")",
-            }
-            raise fail(
-                f"{catalog}: the model reads {' or '.join(wanted[r] for r in sorted(reads, reverse=True))}, "
-                f"and the catalog has no such column; its columns are: "
-                f"{', '.join(c for c in df.columns if c not in ('title', 'description', 'image', 'label'))}"
-            )
+        names = [c for c in df.columns if c not in ("title", "description", "image", "label")]
+        check_reads(catalog, columns, report, names, reads)
     if echo:
         for line in report.summary_lines():
             typer.echo(line)
     return df
+
+
+def check_reads(
+    catalog: Path, columns: dict[str, Any], report: Any, names: Collection[str], reads: Collection[str]
+) -> None:
+    """:func:`fail` when the catalog (its reader ``report``; ``names``: its columns) has a column for none of
+    the modalities ``reads`` (``"text"``, ``"image"``) a model reads: its every prediction would be the prior."""
+    from prodcat.catalog import IMAGE_CANDIDATES, TITLE_CANDIDATES
+
+    found = {"text": not report.no_text_column, "image": not report.no_image_column}
+    if not any(found[role] for role in reads):
+        wanted = {
+            "text": "text (" + ", ".join(columns.get("text_columns") or TITLE_CANDIDATES) + ")",
+            "image": "image (" + (columns.get("image_column") or ", ".join(IMAGE_CANDIDATES)) + ")",
+        }
+        raise fail(
+            f"{catalog}: the model reads {' or '.join(wanted[r] for r in sorted(reads, reverse=True))}, "
+            f"and the catalog has no such column; its columns are: {', '.join(names)}"
+        )
+
+
+def open_catalog_or_fail(
+    catalog: Path,
+    columns: dict[str, Any],
+    *,
+    split: str = "train",
+    batch_rows: int,
+    reads: Collection[str] | None = None,
+) -> Any:
+    """A :class:`prodcat.stream.CatalogStream` of the catalog in batches of ``batch_rows`` rows (header, column
+    mapping and, with ``reads``, the modality columns checked now as in :func:`read_catalog_or_fail`; the rows as
+    they are read); a :class:`~prodcat.catalog.CatalogError` becomes :func:`fail`."""
+    from prodcat.catalog import CatalogError
+    from prodcat.stream import open_catalog
+
+    try:
+        stream = open_catalog(catalog, split=split, batch_rows=batch_rows, **columns)
+    except CatalogError as e:
+        raise fail(str(e)) from None
+    if reads is not None:
+        check_reads(catalog, columns, stream.report, stream.names, reads)
+    return stream

@@ -20,8 +20,18 @@ from prodcat.commands.common import (
     TextCols,
     VerifyKey,
     fail,
+    open_catalog_or_fail,
     read_catalog_or_fail,
     split_columns,
+)
+from prodcat.commands.scale import (
+    CpusPerWorker,
+    Engine,
+    GpusPerWorker,
+    RayAddress,
+    Workers,
+    check_engine,
+    predict_on_ray,
 )
 
 IdColOverride = Annotated[
@@ -240,7 +250,7 @@ def predict(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output file (.csv or .parquet).")],
     top_k: Annotated[int, typer.Option(help="How many ranked labels to write per product.")] = 3,
     chunk_size: Annotated[
-        int, typer.Option(help="Products per chunk (memory holds one chunk of images).")
+        int, typer.Option(min=1, help="Products per chunk: rows read, predicted and written at a time.")
     ] = 2048,
     split: Annotated[str, typer.Option(help="Rakuten layout only: train or test.")] = "test",
     review_queue: Annotated[
@@ -252,15 +262,26 @@ def predict(
     ] = None,
     verify_key: VerifyKey = None,
     id_column: IdColOverride = None,
+    engine: Engine = "local",
+    ray_address: RayAddress = None,
+    workers: Workers = 1,
+    cpus_per_worker: CpusPerWorker = 1.0,
+    gpus_per_worker: GpusPerWorker = 0.0,
 ) -> None:
     """Predict the category of every product of a catalog, streamed in chunks to CSV or Parquet, with a
     calibrated confidence and a decision (auto | review) per product.
 
-    The catalog is read with the column mapping the model was trained with (``--id-column`` overrides its id).
-    A model trained on a text-only (image-only) catalog needs no image (text) column.
+    The catalog is read with the column mapping the model was trained with (``--id-column`` overrides its id),
+    a chunk at a time, so memory stays flat whatever the catalog's size. Rows that cannot be used (a malformed
+    record, text that is not UTF-8, an empty or repeated id) are left out and listed by row number; the others
+    are predicted. A model trained on a text-only (image-only) catalog needs no image (text) column.
+    `--engine ray` predicts on a Ray cluster (Ray Data; the `ray` extra) into a folder of Parquet files.
     """
     from prodcat.bundle import BundleError, load_bundle
-    from prodcat.predict import batch_predict, warm_up
+
+    check_engine(engine)
+    if engine == "ray" and review_queue is not None:
+        raise fail("--review-queue orders the whole run: use --engine local, or order the Parquet output")
 
     for path in (out, review_queue):
         if path is not None and path.suffix.lower() not in (".csv", ".parquet"):
@@ -270,17 +291,48 @@ def predict(
     except BundleError as e:
         raise fail(str(e)) from None
     columns = predictor.model.config.columns.model_dump()
-    columns["label_column"] = None if columns.get("label_column") is None else columns["label_column"]
     columns["taxonomy_columns"] = None  # the bundle carries the tree: a catalog to predict need not
     if id_column is not None:
         columns["id_column"] = id_column
-    df = read_catalog_or_fail(catalog, columns, split=split, require_label=False, reads=predictor.roles())
+    # header and column mapping checked now, for either engine (a catalog with none of the model's inputs is refused)
+    stream = open_catalog_or_fail(
+        catalog, columns, split=split, batch_rows=chunk_size, reads=predictor.roles()
+    )
+    if engine == "ray":
+        predict_on_ray(model_dir, catalog, out, columns, address=ray_address, workers=workers,
+                       cpus=cpus_per_worker, gpus=gpus_per_worker, chunk_size=chunk_size, top_k=top_k,
+                       verify_key=verify_key)  # fmt: skip
+        return
+    _predict_local(predictor, stream, out, chunk_size=chunk_size, top_k=top_k, review_queue=review_queue)
+
+
+def _predict_local(
+    predictor: Any, stream: Any, out: Path, *, chunk_size: int, top_k: int, review_queue: Path | None
+) -> None:
+    from prodcat.catalog import CatalogError
+    from prodcat.predict import batch_predict, warm_up
+
     warm_up(predictor)  # encoders load here, so "seconds" below is the prediction itself
     t0 = time.perf_counter()
-    counts = batch_predict(predictor, df, out, chunk_size=chunk_size, top_k=top_k, review_queue=review_queue)
+    try:
+        counts = batch_predict(
+            predictor,
+            stream,
+            out,
+            chunk_size=chunk_size,
+            top_k=top_k,
+            review_queue=review_queue,
+            total=stream.total,
+        )
+    except CatalogError as e:
+        raise fail(f"{e} (nothing written)") from None
     dt = time.perf_counter() - t0
+    for line in stream.report.summary_lines():
+        typer.echo(line)
     typer.echo(
-        json.dumps({**counts, "seconds": round(dt, 1), "products_per_s": round(counts["rows"] / dt, 1)})
+        json.dumps(
+            {**counts, "seconds": round(dt, 1), "products_per_s": round(counts["rows"] / max(dt, 1e-9), 1)}
+        )
     )
     typer.echo(f"predictions written to {out}")
     if review_queue is not None:
