@@ -91,7 +91,12 @@ def main() -> None:
     for n in args.rows:
         catalog = make_catalog(n, args.variant, args.work / f"{args.variant}-{n}.csv")
         out = args.work / f"pred-{args.variant}-{n}.parquet"
-        result = {"variant": args.variant, "rows": n, "options": " ".join(extra), "src": args.src or "installed"}
+        result = {
+            "variant": args.variant,
+            "rows": n,
+            "options": " ".join(extra),
+            "src": args.src or "installed",
+        }
         result |= run_predict(args.model, catalog, out, extra, args.src)
         out.unlink(missing_ok=True)
         print(json.dumps(result), flush=True)
