@@ -143,3 +143,18 @@ def test_cache_key_changes_when_an_image_file_is_replaced(tmp_path) -> None:
     assert oof_cache_key(est, X, y, None, 2, 0) == before
     img.write_bytes(b"another, longer image at the same path")
     assert oof_cache_key(est, X, y, None, 2, 0) != before
+
+
+def test_cache_key_changes_when_a_second_photo_is_replaced(tmp_path) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    from prodcat.oof import oof_cache_key
+
+    first, second = tmp_path / "a.jpg", tmp_path / "b.jpg"
+    first.write_bytes(b"front")
+    second.write_bytes(b"back")
+    X = pd.DataFrame({"image": [str(first), None], "images": [(str(first), str(second)), ()]})
+    y = np.array(["a", "b"])
+    before = oof_cache_key(LogisticRegression(), X, y, None, 2, 0)
+    second.write_bytes(b"another, longer back photo")
+    assert oof_cache_key(LogisticRegression(), X, y, None, 2, 0) != before

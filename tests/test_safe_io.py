@@ -84,6 +84,8 @@ def test_every_builtin_config_model_saves_only_allowed_types(
         name = TINY_BACKBONE[role]
     elif spec.name.startswith("hf:"):  # HFTextClassifier with a bigger base model
         name, params = f"hf:{request.getfixturevalue('tiny_hf')}", {**params, **TINY_HF}
+    elif spec.name.endswith("-top"):  # effnet-lite*-top: LiteTopClassifier with the ImageNet weights
+        name = "test-tiny-lite-top"
     elif role == "image":  # torchvision:/timm:/*-finetune: ImageFineTuneClassifier with a bigger backbone
         name, params = "test-tiny-cnn", {**params, **TINY_FINETUNE}
     else:
@@ -103,6 +105,7 @@ REGISTERED = [
     ("text-model", "embed:test-tiny", {"column": ["title", "description"]}),
     ("image-model", "embed:test-tiny", {"embedder_params": {"aspect": "auto"}}),
     ("image-model", "test-tiny-cnn", TINY_FINETUNE),
+    ("image-model", "test-tiny-lite-top", {"max_epochs": 1}),
     ("image-model", "test-tiny-cnn", {**TINY_FINETUNE, "dcl": True, "dcl_regions": 2}),
     ("text-model", "hf:TINY", TINY_HF),  # TINY: the tiny_hf fixture's folder
 ]
@@ -126,6 +129,7 @@ def test_registered_tables_are_covered() -> None:
     """A new registered model family must be added above (or to the same-class exceptions)."""
     # the same class as test-tiny-cnn (ImageFineTuneClassifier) with a bigger backbone
     image_finetune = {"torchvision:", "timm:", "efficientnet-lite0-finetune", "efficientnet-lite2-finetune"}
+    image_finetune |= {"effnet-lite0-top", "effnet-lite2-top"}  # test-tiny-lite-top's class, ImageNet weights
     covered = {name.split(":")[0] + ":" if ":" in name else name for _, name, _ in REGISTERED}
     assert set(registry.available("text-model")) <= covered
     assert set(registry.available("image-model")) <= covered | image_finetune

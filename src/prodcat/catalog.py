@@ -6,7 +6,10 @@ Every reader returns the same in-memory schema (a DataFrame) plus a :class:`Read
 ``id``         str, unique
 ``title``      str, cleaned (may be "")
 ``description`` str, cleaned (may be "")
-``image``      str absolute path, or None when the row names no image
+``image``      str absolute path, or None when the row names no image (several photos: the first usable one)
+``images``     only for several photos per product (a ``;``-joined list in a cell, or several image columns,
+               ``image_column="front,back"`` / ``--image-columns front,back``): per row the tuple of every
+               photo's absolute path, in column order (image models embed each and pool them)
 ``label``      str, or None for unlabelled catalogs (the leaf of a taxonomy; a path label is
                rewritten canonically: parts stripped, joined with the separator)
 ...            passthrough columns, unchanged (taxonomy parent columns among them)
@@ -36,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from prodcat.image.decode import is_url
+from prodcat.image.photos import PHOTOS_COLUMN, catalog_photos, split_image_columns
 from prodcat.taxonomy import Taxonomy, TaxonomyError, canonical_path
 from prodcat.text.clean import clean_text, join_texts
 
@@ -198,16 +202,18 @@ def _row_names(df: pd.DataFrame, mask: np.ndarray) -> str:
 @dataclass(frozen=True)
 class ColumnMap:
     """Which raw columns feed the schema: ``texts`` (the first is the title, the rest the description), ``label``,
-    ``image`` and ``id`` (None: rows are numbered); None where the catalog has no such column."""
+    ``image`` and ``id`` (None: rows are numbered); None where the catalog has no such column. ``images``: every
+    image column when several are named (their photos are pooled per product; ``image`` is the first)."""
 
     texts: tuple[str, ...]
     label: str | None
     image: str | None
     id: str | None
+    images: tuple[str, ...] = ()
 
     def used(self) -> list[str]:
         """The raw columns read into the schema (the rest are passthrough)."""
-        return [*self.texts, *(c for c in (self.label, self.image, self.id) if c)]
+        return [*self.texts, *(c for c in (self.label, self.image, self.id) if c), *self.images]
 
 
 def map_columns(
@@ -216,7 +222,7 @@ def map_columns(
     source: Path,
     text_columns: Sequence[str] | None = None,
     label_column: str | None = None,
-    image_column: str | None = None,
+    image_column: str | Sequence[str] | None = None,
     id_column: str | None = None,
     require_label: bool = False,
 ) -> ColumnMap:
@@ -235,7 +241,8 @@ def map_columns(
         raise CatalogError(
             f"{source}: no label column found (looked for {', '.join(LABEL_CANDIDATES)}); use --label-column"
         )
-    image_col = _pick(cols, image_column, IMAGE_CANDIDATES, "image", source)
+    images = [str(_pick(cols, c, (), "image", source)) for c in split_image_columns(image_column, cols) or ()]
+    image_col = images[0] if images else _pick(cols, None, IMAGE_CANDIDATES, "image", source)
     text_cols = tuple(t for t in texts if t is not None)
     if not text_cols and image_col is None:
         raise CatalogError(
@@ -245,7 +252,13 @@ def map_columns(
         )
     numbered = id_column is not None and id_column.lower() == NO_ID
     id_col = None if numbered else _pick(cols, id_column, ID_CANDIDATES, "id", source)
-    return ColumnMap(texts=text_cols, label=label_col, image=image_col, id=id_col)
+    return ColumnMap(
+        texts=text_cols,
+        label=label_col,
+        image=image_col,
+        id=id_col,
+        images=tuple(images) if len(images) > 1 else (),
+    )
 
 
 def to_schema(
@@ -264,11 +277,17 @@ def to_schema(
     df["title"] = raw[texts[0]].map(clean_text) if texts else ""
     rest = [raw[c].map(clean_text) for c in texts[1:]]
     df["description"] = [join_texts(*parts) for parts in zip(*rest, strict=True)] if rest else ""
-    df["image"] = _resolve_images(raw[cmap.image], base_dir) if cmap.image else None
+    lists = _photo_lists(raw, list(cmap.images) or [cmap.image], base_dir) if cmap.image else None
+    if lists is not None:  # several photos per product: every one, and the first usable as ``image``
+        df[PHOTOS_COLUMN] = lists
+        df["image"] = [next((p for p in row if not is_url(p) and Path(p).is_file()), row[0] if row else None)
+                       for row in lists]  # fmt: skip
+    else:
+        df["image"] = _resolve_images(raw[cmap.image], base_dir) if cmap.image else None
     df["label"] = raw[cmap.label].map(_label_str) if cmap.label else None
     used = set(cmap.used())
     for c in raw.columns:
-        if c not in used and c not in SCHEMA:
+        if c not in used and c not in SCHEMA and c != PHOTOS_COLUMN:
             df[c] = raw[c]
     return df
 
@@ -280,7 +299,7 @@ def normalise(
     base_dir: Path | None,
     text_columns: Sequence[str] | None = None,
     label_column: str | None = None,
-    image_column: str | None = None,
+    image_column: str | Sequence[str] | None = None,
     id_column: str | None = None,
     require_label: bool = False,
     taxonomy_columns: Sequence[str] | None = None,
@@ -358,6 +377,16 @@ def _label_str(v: object) -> str | None:
     if s.endswith(".0") and s[:-2].isdigit():  # Parquet/float-typed integer codes
         s = s[:-2]
     return s or None
+
+
+def _photo_lists(
+    raw: pd.DataFrame, columns: list[str], base_dir: Path | None
+) -> list[tuple[str, ...]] | None:
+    """Per row, every photo named by ``columns`` (``;`` lists split), resolved; None for a one-photo table."""
+    photos, multi = catalog_photos(raw, columns)
+    if not multi and len(columns) < 2:
+        return None
+    return [tuple(p for p in _resolve_images(pd.Series(row, dtype=object), base_dir) if p) for row in photos]
 
 
 def _resolve_images(paths: pd.Series, base_dir: Path | None) -> list[str | None]:
@@ -441,7 +470,7 @@ def read_catalog(
     *,
     text_columns: Sequence[str] | None = None,
     label_column: str | None = None,
-    image_column: str | None = None,
+    image_column: str | Sequence[str] | None = None,
     id_column: str | None = None,
     encoding: str | None = None,
     split: str = "train",
@@ -451,7 +480,9 @@ def read_catalog(
 ) -> tuple[pd.DataFrame, ReadReport]:
     """Read a catalog file (CSV/TSV/Parquet) or a Rakuten challenge folder into the catalog schema.
 
-    Image paths relative to the catalog file's folder are resolved. ``text_columns``: the first is the title, the
+    Image paths relative to the catalog file's folder are resolved; a cell may name several photos joined with
+    ``;``, and ``image_column`` may name several columns (a list or ``"front,back"``). ``text_columns``: the first
+    is the title, the
     others are joined (" - ") into the description. Without a mapping, common column names are recognised.
     ``taxonomy_columns`` (parent columns, coarse to fine) or ``path_separator`` (path labels) name the category
     tree; it is checked when the catalog is labelled.

@@ -32,7 +32,7 @@ class ColumnsConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     text_columns: list[str] | None = None
     label_column: str | None = None
-    image_column: str | None = None
+    image_column: str | list[str] | None = None  # several: a list or "front,back" (photos pooled)
     id_column: str | None = None
     encoding: str | None = None
     # Category tree (README, "Taxonomy"): parent columns coarse to fine, the label being the leaf ...

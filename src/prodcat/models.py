@@ -27,6 +27,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from prodcat import registry
 from prodcat.cache import cached_embed
+from prodcat.image.photos import embed_photos, photo_lists
 from prodcat.missing import MissingModalityMixin
 from prodcat.text.clean import clean_text, join_texts
 
@@ -221,15 +222,22 @@ class EmbeddingClassifier(MissingModalityMixin, ClassifierMixin, BaseEstimator):
         """
         self.backbone()
         parts, oks = [], []
-        for column in self._columns():
-            vec, ok = cached_embed(
+
+        def embed(items: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+            return cached_embed(
                 self.embedder_,
-                self._items(X, column),
+                items,
                 modality=self.modality_,
                 cache_dir=self.cache_dir,
                 batch_size=self.batch_size,
                 progress=self.progress,
             )
+
+        for column in self._columns():
+            if self.modality_ == "image":  # each photo once, the mean over a product's photos
+                vec, ok = embed_photos(embed, photo_lists(X, column))
+            else:
+                vec, ok = embed(self._items(X, column))
             parts.append(vec)
             oks.append(ok)
         return np.hstack(parts), np.logical_or.reduce(oks)

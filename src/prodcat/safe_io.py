@@ -51,6 +51,7 @@ _ESTIMATORS = {
         "prodcat.models.EmbeddingClassifier",
         "prodcat.text.models.TfidfTextClassifier",
         "prodcat.image.finetune.ImageFineTuneClassifier",
+        "prodcat.image.top.LiteTopClassifier",
         "prodcat.text.finetune.HFTextClassifier",
         "sklearn.feature_extraction.text.TfidfTransformer",
         "sklearn.feature_extraction.text.TfidfVectorizer",

@@ -29,7 +29,13 @@ LabelCol = Annotated[
     str | None, typer.Option("--label-column", help="Label column (default: label/prdtypecode/...).")
 ]
 ImageCol = Annotated[
-    str | None, typer.Option("--image-column", help="Image path column, relative to the catalog.")
+    str | None,
+    typer.Option(
+        "--image-column",
+        "--image-columns",
+        help="Image path column(s), paths relative to the catalog; several comma-separated (front,back,detail) "
+        "and/or several paths joined with ';' in a cell: each photo is embedded once and pooled per product.",
+    ),
 ]
 IdCol = Annotated[
     str | None,

@@ -259,19 +259,35 @@ def lite_weights_path(variant: str) -> Path:
     return Path(getattr(module, cls).get_model_file_path())
 
 
-def _blocks(net: Any) -> Any:
-    """The MBConv blocks of an ``efficientnet_lite_pytorch`` EfficientNet, in order: its one ``ModuleList`` child.
+def lite_layout(net: Any) -> tuple[list[Any], Any, list[Any], Any]:
+    """``(stem, blocks, head, activation)`` of an ``efficientnet_lite_pytorch`` EfficientNet: the modules that
+    ``extract_features`` runs, in order (stem conv + BN, the MBConv ``ModuleList``, head conv + BN, ReLU6).
 
-    The package offers no public accessor for the blocks or the stage outputs (only ``extract_features``, the
-    head's output), so they are found through torch's public ``Module.children`` and read with forward hooks,
-    never through the package's private attributes.
+    The package offers no public accessor for its parts (only ``extract_features``, the head's output), so this is
+    the one place that knows its layout: torch's public ``Module.children`` in registration order (stem conv, stem
+    BN, block list, head conv, head BN, pooling, dropout, classifier, activation), never the package's private
+    attribute names. :func:`check_lite_split` proves a split against ``extract_features`` before it is used.
     """
     import torch
 
-    lists = [m for m in net.children() if isinstance(m, torch.nn.ModuleList)]
+    children = list(net.children())
+    lists = [i for i, m in enumerate(children) if isinstance(m, torch.nn.ModuleList)]
     if len(lists) != 1:
         raise RuntimeError(f"expected one block list in {type(net).__name__}, found {len(lists)}")
-    return lists[0]
+    at = lists[0]
+    stem, head, act = children[:at], children[at + 1 : at + 3], children[-1]
+    kinds = [type(m).__mro__ for m in (*stem, *head)]
+    expected = (torch.nn.Conv2d, torch.nn.BatchNorm2d) * 2
+    if len(stem) != 2 or not all(k in mro for k, mro in zip(expected, kinds, strict=True)):
+        raise RuntimeError(
+            f"unexpected layout of {type(net).__name__}: {[type(m).__name__ for m in children]}"
+        )
+    return stem, children[at], head, act
+
+
+def _blocks(net: Any) -> Any:
+    """The MBConv blocks of an EfficientNet-Lite, in order (see :func:`lite_layout`)."""
+    return lite_layout(net)[1]
 
 
 def stage_ends(net: Any) -> list[int]:

@@ -88,7 +88,35 @@ class _Images:
         return torch.from_numpy(arr).permute(2, 0, 1).contiguous(), True, i
 
 
-class ImageFineTuneClassifier(MissingModalityMixin, ClassifierMixin, BaseEstimator):
+class NumpyWeightsMixin:
+    """Pickle-free persistence of a fitted torch module attribute (``_module_attr``): saved as ``{name: numpy
+    array}`` (plain arrays, on prodcat's skops allow-list) under ``_weights_attr``; loading calls
+    ``_rebuild(weights)``, which builds the architecture from the estimator's parameters and loads the values.
+    Attributes named in ``_unsaved`` (live resources) are left out. Put it before ``BaseEstimator`` in the bases."""
+
+    _module_attr = "model_"
+    _weights_attr = "model_weights_"
+    _unsaved: tuple[str, ...] = ()
+
+    def _rebuild(self, weights: dict[str, np.ndarray]) -> Any:
+        raise NotImplementedError
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = {k: v for k, v in self.__dict__.items() if k not in self._unsaved}
+        net = state.pop(self._module_attr, None)
+        if net is not None:
+            state[self._weights_attr] = {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        weights = state.pop(self._weights_attr, None)
+        self.__dict__.update(state)
+        if weights is not None:
+            setattr(self, self._module_attr, self._rebuild(weights))
+
+
+class ImageFineTuneClassifier(NumpyWeightsMixin, MissingModalityMixin, ClassifierMixin, BaseEstimator):
     """Fine-tuned image backbone + linear head (the paper's image classifier).
 
     Parameters
@@ -329,21 +357,7 @@ class ImageFineTuneClassifier(MissingModalityMixin, ClassifierMixin, BaseEstimat
         self.input_size_ = int(self.stages[-1][0])
         return self
 
-    # -- persistence (pickle-free: skops stores the weights as numpy arrays) ---------------------------------------
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        net = state.pop("model_", None)
-        if net is not None:  # {name: array}: plain arrays, on prodcat's skops allow-list
-            state["model_weights_"] = {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()}
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        state = dict(state)
-        weights = state.pop("model_weights_", None)
-        self.__dict__.update(state)
-        if weights is not None:
-            self.model_ = self._rebuild(weights)
-
+    # -- persistence: NumpyWeightsMixin (the weights as numpy arrays) and the architecture from ``backbone`` -------
     def _rebuild(self, weights: dict[str, np.ndarray]) -> Any:
         """The fitted network from its weights: the architecture comes from ``backbone`` (never from a weights
         file named in the saved state), the values from ``weights``."""

@@ -72,3 +72,31 @@ def tiny_cnn_model(**kwargs: Any) -> Any:
     kwargs.setdefault("stages", ((32, 4), (48, 2)))
     kwargs.setdefault("batch_size", 16)
     return _finetune("test-tiny-cnn", **kwargs)
+
+
+def _lite_top(variant: str, **kwargs: Any) -> Any:
+    from prodcat.image.top import LiteTopClassifier
+
+    return LiteTopClassifier(variant, **kwargs)
+
+
+@register("image-model", "effnet-lite0-top")
+def lite0_top(**kwargs: Any) -> Any:
+    """EfficientNet-Lite0 with its last stage and head fine-tuned on cached activations (CPU-friendly)."""
+    return _lite_top("efficientnet-lite0", **kwargs)
+
+
+@register("image-model", "effnet-lite2-top")
+def lite2_top(**kwargs: Any) -> Any:
+    """EfficientNet-Lite2 with its last stage and head fine-tuned on cached activations."""
+    return _lite_top("efficientnet-lite2", **kwargs)
+
+
+@register("image-model", "test-tiny-lite-top")
+def tiny_lite_top(**kwargs: Any) -> Any:
+    """A narrow random EfficientNet-Lite0 (no weights), 64 px, eager torch, few epochs: for tests."""
+    kwargs.setdefault("image_size", 64)
+    kwargs.setdefault("backend", "torch")
+    kwargs.setdefault("max_epochs", 3)
+    kwargs.setdefault("batch_size", 8)
+    return _lite_top("efficientnet-lite0", tiny=True, **kwargs)
