@@ -140,3 +140,19 @@ def test_photo_lists_of_bare_sequences() -> None:
         ["b.png", "c.png"],
         [],
     ]
+
+
+def test_cli_image_columns_flag(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from prodcat.cli import app
+
+    front = _save(tmp_path, "f.png", COLOURS["red"])
+    pd.DataFrame({"id": ["a"], "title": ["x"], "label": ["u"], "front": [front], "back": [front]}).to_csv(
+        tmp_path / "c.csv", index=False
+    )
+    runner = CliRunner()
+    ok = runner.invoke(app, ["inspect", str(tmp_path / "c.csv"), "--image-columns", "front,back"])
+    assert ok.exit_code == 0, ok.output
+    bad = runner.invoke(app, ["inspect", str(tmp_path / "c.csv"), "--image-columns", "front,side"])
+    assert bad.exit_code != 0 and "'side' not found" in bad.output

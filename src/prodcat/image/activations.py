@@ -7,8 +7,8 @@ maps of the photo and of its horizontal mirror, so prodcat's embedding cache (:m
 like any other embedding. The top (:class:`LiteTop`: the last stages, the 1280-channel head conv, global average
 pooling, a linear classifier) is what :class:`prodcat.image.top.LiteTopClassifier` trains.
 
-Sizes (Lite0, 160 x 120 input box): cut before the last stage (``train_stages=1``), 192 x 5 x 4 activations,
-7,680 floats per photo with its mirror (30 KB); ``train_stages=2``: 112 x 10 x 8, 17,920 floats (70 KB).
+Sizes (Lite0, 160 x 120 input box): cut before the last stage (``train_stages=1``), 192 x 5 x 3 activations,
+5,760 floats per photo with its mirror (22.5 KB); ``train_stages=2``: 112 x 10 x 7, 15,680 floats (61 KB).
 """
 
 from __future__ import annotations
@@ -112,23 +112,29 @@ def _top_class() -> type:
 
     class LiteTop(torch.nn.Module):
         """``(B, C, h, w)`` activations -> ``(B, n_classes)`` logits: the last blocks (drop-connect rising with
-        depth as in EfficientNet), head conv + BN + ReLU6, global average pooling, dropout, linear."""
+        depth as in EfficientNet), head conv + BN + ReLU6, global average pooling, dropout, linear. With
+        ``widths=(C_in, C_out)`` (multi-scale) the pooled input and last-block output join the 1280 head features
+        before the linear layer, as the frozen embedders' ``extra_stages`` do."""
 
         def __init__(
             self, blocks: list[Any], head: list[Any], act: Any, first: int, n_blocks: int, n_classes: int,
-            *, dropout: float, drop_connect: float,
+            *, dropout: float, drop_connect: float, widths: tuple[int, int] | None = None,
         ) -> None:  # fmt: skip
             super().__init__()
             self.blocks = torch.nn.ModuleList(blocks)
             self.head = torch.nn.Sequential(*head, act)
             self.first, self.n_blocks, self.drop_connect = first, n_blocks, drop_connect
+            self.multiscale = widths is not None
             self.dropout = torch.nn.Dropout(dropout)
-            self.fc = torch.nn.Linear(LITE_FEATURES, n_classes)
+            self.fc = torch.nn.Linear(LITE_FEATURES + sum(widths or ()), n_classes)
 
-        def features(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, h, w) -> (B, 1280)
+        def features(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, h, w) -> (B, fc inputs)
+            parts = [x.mean(dim=(2, 3))] if self.multiscale else []
             for i, block in enumerate(self.blocks):
                 x = block(x, drop_connect_rate=self.drop_connect * (self.first + i) / self.n_blocks)
-            return self.head(x).mean(dim=(2, 3))
+            if self.multiscale:
+                parts.append(x.mean(dim=(2, 3)))
+            return torch.cat([*parts, self.head(x).mean(dim=(2, 3))], dim=1)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.fc(self.dropout(self.features(x)))
@@ -138,9 +144,10 @@ def _top_class() -> type:
 
 def build_lite_split(
     net: Any, train_stages: int, n_classes: int, *, flip: bool = True, dropout: float = 0.2,
-    drop_connect: float = 0.2, check: bool = True,
+    drop_connect: float = 0.2, multiscale: bool = False, check: bool = True,
 ) -> tuple[Any, Any]:  # fmt: skip
-    """``(lower, top)`` modules sharing ``net``'s layers, cut before its last ``train_stages`` stages.
+    """``(lower, top)`` modules sharing ``net``'s layers, cut before its last ``train_stages`` stages
+    (``multiscale``: the top's classifier also sees its pooled input and last-block output).
 
     ``check`` runs a probe image through both and through ``net.extract_features`` and raises ``RuntimeError``
     when the split does not reproduce the network (a changed package layout), before anything is trained on it.
@@ -150,23 +157,29 @@ def build_lite_split(
     stem, blocks, head, act = lite_layout(net)
     cut = cut_index(net, train_stages)
     lower = _lower_class()(stem, act, list(blocks[:cut]), len(blocks), flip).eval()
+    probe = torch.randint(0, 256, (1, 64, 48, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        maps = lower.maps(probe)[:1]
+        last = _top_maps(list(blocks[cut:]), None, maps)
+    widths = (int(maps.shape[1]), int(last.shape[1])) if multiscale else None
     top = _top_class()(
-        list(blocks[cut:]), head, act, cut, len(blocks), n_classes, dropout=dropout, drop_connect=drop_connect
-    ).eval()
+        list(blocks[cut:]), head, act, cut, len(blocks), n_classes, dropout=dropout, drop_connect=drop_connect,
+        widths=widths,
+    ).eval()  # fmt: skip
     if check:
-        probe = torch.randint(0, 256, (1, 64, 48, 3), dtype=torch.uint8)
         with torch.no_grad():
             expected = net.eval().extract_features((probe.permute(0, 3, 1, 2).float() - 127.0) / 128.0)
-            got = _top_maps(top, lower.maps(probe)[:1])
+            got = _top_maps(top.blocks, top.head, maps)
         if not torch.allclose(expected, got, atol=1e-4, rtol=1e-4):
             raise RuntimeError(f"the split of {type(net).__name__} does not reproduce extract_features")
     return lower, top
 
 
-def _top_maps(top: Any, x: Any) -> Any:
-    for block in top.blocks:
+def _top_maps(blocks: Any, head: Any, x: Any) -> Any:
+    """``x`` through ``blocks`` (eval, no drop-connect) and then ``head`` unless it is None."""
+    for block in blocks:
         x = block(x)
-    return top.head(x)
+    return x if head is None else head(x)
 
 
 class LiteActivations(ImageEmbedder):

@@ -49,10 +49,12 @@ class LiteTopClassifier(NumpyWeightsMixin, MissingModalityMixin, ClassifierMixin
     flip : cache the mirrored photo too; training draws photo or mirror at random each time a row is seen.
     tta : predict the mean of the photo's and the mirror's probabilities (needs ``flip``).
     max_epochs, patience : early stopping: at most ``max_epochs`` passes; stop after ``patience`` epochs without a
-        better inner-split macro-F1, keeping the best epoch's weights. max_seconds : optional wall-clock budget of
+        lower inner-split log-loss, keeping the best epoch's weights. max_seconds : optional wall-clock budget of
         the training loop (the best epoch so far is kept when it runs out).
     lr, weight_decay, label_smoothing, batch_size : AdamW with a cosine schedule over ``max_epochs``.
     dropout, drop_connect : before the classifier / stochastic depth in the trained blocks.
+    multiscale : the classifier also sees the pooled cached activations and the last block's pooled output
+        (Lite0, ``train_stages=1``: 192 + 320 + 1280 features), like the frozen embedders' ``extra_stages``.
     freeze_bn : BatchNorm layers keep their pretrained running statistics (their scale and shift still train).
     val_size : fraction of the products (stratified) held out for early stopping.
     pooling : ``"mean"`` or ``"max"`` of per-photo probabilities for products with several photos.
@@ -63,7 +65,7 @@ class LiteTopClassifier(NumpyWeightsMixin, MissingModalityMixin, ClassifierMixin
     Attributes
     ----------
     classes_, prior_, embedder_adapted_ (the settled ``aspect``), top_ (torch module, CPU, eval),
-    history_ (per epoch: loss, val_f1, seconds), best_epoch_, best_val_f1_, n_photos_ (training photos used).
+    history_ (per epoch: loss, val_loss, val_f1, seconds), best_epoch_, best_val_f1_, n_photos_ (training photos used).
     """
 
     embedder_: LiteActivations | None  # built by ``backbone()``, not saved
@@ -80,8 +82,8 @@ class LiteTopClassifier(NumpyWeightsMixin, MissingModalityMixin, ClassifierMixin
         image_fit: str = "pad",
         flip: bool = True,
         tta: bool = True,
-        max_epochs: int = 20,
-        patience: int = 4,
+        max_epochs: int = 6,
+        patience: int = 3,
         max_seconds: float | None = None,
         lr: float = 1e-3,
         weight_decay: float = 0.05,
@@ -89,6 +91,7 @@ class LiteTopClassifier(NumpyWeightsMixin, MissingModalityMixin, ClassifierMixin
         batch_size: int = 64,
         dropout: float = 0.3,
         drop_connect: float = 0.2,
+        multiscale: bool = True,
         freeze_bn: bool = True,
         val_size: float = 0.1,
         pooling: str = "mean",
@@ -117,6 +120,7 @@ class LiteTopClassifier(NumpyWeightsMixin, MissingModalityMixin, ClassifierMixin
         self.batch_size = batch_size
         self.dropout = dropout
         self.drop_connect = drop_connect
+        self.multiscale = multiscale
         self.freeze_bn = freeze_bn
         self.val_size = val_size
         self.pooling = pooling
@@ -184,7 +188,7 @@ class LiteTopClassifier(NumpyWeightsMixin, MissingModalityMixin, ClassifierMixin
         net = build_lite_net(self.variant, tiny=self.tiny, pretrained=pretrained)
         return build_lite_split(
             net, self.train_stages, len(self.classes_), flip=self.flip, dropout=self.dropout,
-            drop_connect=self.drop_connect, check=pretrained,
+            drop_connect=self.drop_connect, multiscale=self.multiscale, check=pretrained,
         )[1]  # fmt: skip
 
     def _views(self, A: np.ndarray, rows: np.ndarray, view: np.ndarray | int) -> Any:
@@ -291,21 +295,25 @@ class LiteTopClassifier(NumpyWeightsMixin, MissingModalityMixin, ClassifierMixin
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.lr, total_steps=steps + 1, pct_start=0.1)
         val_photo = np.flatnonzero(ok & np.isin(owner, val_rows))
         self.history_: list[dict[str, Any]] = []
-        best_f1, best_state, since = -1.0, None, 0
+        best_loss, best_state, since = np.inf, None, 0
         start = time.perf_counter()
         self.best_epoch_, self.best_val_f1_ = 0, float("nan")
         bar = tqdm(range(self.max_epochs), desc="train top", disable=not self.progress, leave=False)
         for epoch in bar:
             loss = self._epoch(top, opt, sched, A, photo, codes[owner[photo]], weights, rng, device)
-            f1 = float("nan")
+            f1, val_loss = float("nan"), float("nan")
             if len(val_rows):
-                proba = self._pooled(top, A, val_photo, owner, len(y), device)
-                f1 = macro_f1(y[val_rows], self.classes_[proba[val_rows].argmax(axis=1)])
-            self.history_.append({"epoch": epoch + 1, "loss": loss, "val_f1": f1,
+                proba = self._pooled(top, A, val_photo, owner, len(y), device)[val_rows]
+                f1 = macro_f1(y[val_rows], self.classes_[proba.argmax(axis=1)])
+                val_loss = float(
+                    -np.mean(np.log(np.clip(proba[np.arange(len(val_rows)), codes[val_rows]], 1e-12, 1)))
+                )
+            self.history_.append({"epoch": epoch + 1, "loss": loss, "val_loss": val_loss, "val_f1": f1,
                                   "seconds": time.perf_counter() - start})  # fmt: skip
-            bar.set_postfix(loss=f"{loss:.3f}", val_f1=f"{f1:.4f}")
-            if not len(val_rows) or f1 > best_f1:
-                best_f1, since = f1, 0
+            bar.set_postfix(loss=f"{loss:.3f}", val_loss=f"{val_loss:.3f}", val_f1=f"{f1:.4f}")
+            # Early stopping on the inner split's log-loss: far less noisy than its macro-F1 on a few rows per class.
+            if not len(val_rows) or val_loss < best_loss:
+                best_loss, since = val_loss, 0
                 best_state = copy.deepcopy({k: v.detach().cpu() for k, v in top.state_dict().items()})
                 self.best_epoch_, self.best_val_f1_ = epoch + 1, f1
             else:
