@@ -5,7 +5,7 @@
 with its horizontal mirror; the activations are kept in prodcat's embedding cache, so K-fold OOF, the refit and
 later runs reuse them. Then the last stage(s), the head conv and a new linear classifier train on the cached
 activations (AdamW, cosine learning rate, label smoothing, a random view, photo or mirror, per step), with early
-stopping on the macro-F1 of a stratified inner split of the products. Prediction averages the photo's and the
+stopping on the log-loss of a stratified inner split of the products. Prediction averages the photo's and the
 mirror's probabilities (``tta``) and, with several photos per product, the photos' (``pooling``).
 
 Costs on fashion (Lite0, 160 x 120, ``train_stages=1``): see docs/bench/image.md. The same code runs on a GPU
