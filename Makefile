@@ -31,6 +31,7 @@ bench:  ## all benchmarks on ../shared/data (long; about 2 h on 2 cores); result
 	$(PY) benchmarks/bench_text.py --fresh --json bench-output/text.json
 	$(PY) benchmarks/bench_text_long.py --json bench-output/text-long.json
 	$(PY) benchmarks/bench_image.py
+	nice -n 5 $(PY) benchmarks/bench_image_top.py --frozen-cold-only --threads 1 --json bench-output/image-top.json
 	$(PY) benchmarks/bench_noise.py synthetic
 	$(PY) benchmarks/bench_noise.py rakuten
 	$(PY) benchmarks/bench_noise.py fashion-audit
