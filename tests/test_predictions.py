@@ -131,6 +131,12 @@ def test_fuser_save_load_without_pickle(tmp_path: Path, method: str) -> None:
     back = load_fuser(folder)
     np.testing.assert_allclose(back.predict_proba(out), fuser.predict_proba(out), atol=1e-9)
     np.testing.assert_array_equal(back.predict(out), fuser.predict(out))
+    # The arrays are checked against the manifest's sha256 (they were read unchecked before).
+    data = bytearray((folder / "arrays.safetensors").read_bytes())
+    data[-1] ^= 1
+    (folder / "arrays.safetensors").write_bytes(bytes(data))
+    with pytest.raises(ModelOutputsError, match="sha256 does not match"):
+        load_fuser(folder)
 
 
 def test_fuser_selects_models_reorders_classes_and_refuses_missing(tmp_path: Path) -> None:

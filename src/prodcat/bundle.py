@@ -102,9 +102,7 @@ def save_bundle(
     model: TrainedModel, out_dir: str | Path, *, input_schema: dict[str, Any] | None = None
 ) -> Path:
     """Write ``model`` to ``out_dir`` (created; existing bundle files are replaced). Returns the folder."""
-    from safetensors.numpy import save_file
-
-    from prodcat.fusion import get_state
+    from prodcat.fusion import dumps_fuser
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -122,13 +120,9 @@ def save_bundle(
                 "backbone_fingerprint": _fingerprint(est),
             }
         )
-    meta, arrays = get_state(model.fuser)
-    _write(out / "fusion.json", json.dumps(meta, indent=1).encode())
-    (out / "fusion.safetensors").unlink(missing_ok=True)
-    save_file(
-        {k: np.ascontiguousarray(v) for k, v in arrays.items()} or {"_empty": np.zeros(1)},
-        str(out / "fusion.safetensors"),
-    )
+    meta_json, arrays = dumps_fuser(model.fuser)
+    _write(out / "fusion.json", meta_json)
+    _write(out / "fusion.safetensors", arrays)
     files = [str(e["file"]) for e in entries] + ["fusion.json", "fusion.safetensors"]
     (out / CALIBRATION_FILE).unlink(missing_ok=True)  # the replaced bundle's
     if model.calibration is not None:
@@ -142,7 +136,7 @@ def save_bundle(
         "versions": _versions(),
         "classes": [str(c) for c in model.classes],
         "models": entries,
-        "fusion": {"method": model.config.fusion.method, "class": meta.get("class")},
+        "fusion": {"method": model.config.fusion.method, "class": type(model.fuser).__name__},
         "config": json.loads(model.config.model_dump_json()),
         "metrics": model.metrics,
         "taxonomy": _taxonomy_state(model),
@@ -352,10 +346,7 @@ def load_model(
     match. With ``verify_key`` (a public key PEM, or CA certificates PEM), the bundle must first carry a
     valid ``prodcat sign`` signature by the matching private key (or a certificate that CA issued). Any failure raises :class:`BundleError` naming the file and the reason.
     """
-    from safetensors import SafetensorError
-    from safetensors.numpy import load as load_safetensors
-
-    from prodcat.fusion import from_state
+    from prodcat.fusion import loads_fuser
 
     folder = Path(model_dir)
     if verify_key is not None:
@@ -367,13 +358,13 @@ def load_model(
     check_versions(folder, manifest)
     models = [(e["name"], e["role"], _load_estimator(folder, manifest, e)) for e in manifest["models"]]
     try:
-        raw = load_safetensors(read_listed(folder, manifest, "fusion.safetensors"))
-        arrays = {k: v for k, v in raw.items() if k != "_empty"}
-        fuser = from_state(json.loads(read_listed(folder, manifest, "fusion.json")), arrays)
+        fuser = loads_fuser(
+            read_listed(folder, manifest, "fusion.json"), read_listed(folder, manifest, "fusion.safetensors")
+        )
         config = TrainConfig.model_validate(manifest["config"])
     except BundleError:
         raise
-    except (SafetensorError, ValueError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError) as e:
         raise BundleError(f"{folder}: unreadable fusion or config ({one_line(e)})") from None
     model = TrainedModel(
         classes=np.asarray(manifest["classes"]),

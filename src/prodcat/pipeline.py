@@ -22,7 +22,6 @@ are exactly that model's (no stacking on one model's outputs).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -153,20 +152,18 @@ def _fit_fuser(fuser: Any, X: np.ndarray, y: np.ndarray, config: TrainConfig) ->
     import joblib
 
     import prodcat
-    from prodcat.fusion import from_state, get_state
+    from prodcat.fusion import dumps_fuser, loads_fuser
 
     def encode(fitted: Any) -> dict[str, np.ndarray]:
-        meta, arrays = get_state(fitted)
-        encoded = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-        return {"meta": encoded, **{f"a.{k}": np.asarray(v) for k, v in arrays.items()}}
+        meta, arrays = dumps_fuser(fitted)
+        return {"meta": np.frombuffer(meta, dtype=np.uint8), "arrays": np.frombuffer(arrays, dtype=np.uint8)}
 
     def decode(hit: dict[str, np.ndarray]) -> Any:
-        state = {k[2:]: v for k, v in hit.items() if k.startswith("a.")}
-        return from_state(json.loads(hit["meta"].tobytes()), state)
+        return loads_fuser(hit["meta"].tobytes(), hit["arrays"].tobytes())
 
     return _cached(
         config,
-        "fuser",
+        "fuser-v2",  # entries in the byte encoding of prodcat.fusion.dumps_fuser
         lambda: str(
             joblib.hash((config.fusion.model_dump_json(), X, y.astype(str), config.seed, prodcat.__version__))
         ),

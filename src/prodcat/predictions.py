@@ -19,6 +19,7 @@ parameters, small fitted values) and ``arrays.safetensors`` (weights, trees).
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -335,13 +336,12 @@ class Fuser:
 
 
 def save_fuser(fuser: Fuser, path: str | Path) -> Path:
-    """Write ``manifest.json`` + ``arrays.safetensors`` into folder ``path`` (created). Returns the folder."""
-    from safetensors.numpy import save_file
-
+    """Write ``manifest.json`` + ``arrays.safetensors`` into folder ``path`` (created). Returns the folder. The
+    manifest holds the arrays file's sha256, checked when the folder is read."""
     from prodcat import __version__
-    from prodcat.fusion import get_state
+    from prodcat.fusion import dumps_fuser
 
-    meta, arrays = get_state(fuser.estimator)
+    meta_json, arrays = dumps_fuser(fuser.estimator)
     manifest = {
         **fuser.manifest,
         "format": FUSER_FORMAT,
@@ -351,20 +351,20 @@ def save_fuser(fuser: Fuser, path: str | Path) -> Path:
         "method": fuser.method,
         "models": fuser.models,
         "classes": fuser.classes,
-        "estimator": meta,
+        "estimator": json.loads(meta_json),
+        "arrays_sha256": hashlib.sha256(arrays).hexdigest(),
     }
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, allow_nan=False))
-    save_file(arrays, str(out / "arrays.safetensors"))
+    (out / "arrays.safetensors").write_bytes(arrays)
     return out
 
 
 def load_fuser(path: str | Path) -> Fuser:
-    """Read a fuser folder written by :func:`save_fuser` (JSON + safetensors only; nothing is unpickled)."""
-    from safetensors.numpy import load_file
-
-    from prodcat.fusion import from_state
+    """Read a fuser folder written by :func:`save_fuser` (JSON + safetensors only; nothing is unpickled). The
+    arrays must match the manifest's sha256 (folders written before it was recorded are read as they are)."""
+    from prodcat.fusion import loads_fuser
 
     p = Path(path)
     if not (p / "manifest.json").is_file():
@@ -373,8 +373,16 @@ def load_fuser(path: str | Path) -> Fuser:
     if manifest.get("format") != FUSER_FORMAT or manifest.get("format_version", 0) > FUSER_VERSION:
         raise ModelOutputsError(f"{p}: unsupported fuser format {manifest.get('format')!r}")
     arrays_path = p / "arrays.safetensors"
-    arrays = load_file(str(arrays_path)) if arrays_path.is_file() else {}
-    estimator = from_state(manifest["estimator"], arrays)
+    if not arrays_path.is_file():
+        raise ModelOutputsError(f"{arrays_path}: missing")
+    arrays = arrays_path.read_bytes()
+    recorded = manifest.get("arrays_sha256")
+    if recorded is not None and hashlib.sha256(arrays).hexdigest() != recorded:
+        raise ModelOutputsError(f"{arrays_path}: sha256 does not match manifest.json (modified or corrupt)")
+    try:
+        estimator = loads_fuser(json.dumps(manifest["estimator"]).encode(), arrays)
+    except (ValueError, KeyError, TypeError) as e:
+        raise ModelOutputsError(f"{p}: unreadable fuser ({e})") from None
     return Fuser(
         estimator=estimator,
         models=list(manifest["models"]),

@@ -10,7 +10,8 @@ Names (``prodcat.registry.create("fusion", name, **kwargs)``):
   ``create("fusion", "ensemble", members="paper-mlp+paper-mlp[n_layers=2]+logistic", voting="hard")``.
 
 :func:`get_state` / :func:`from_state` turn a fitted fuser into ``(JSON-able dict, {name: numpy array})`` and back;
-the files are written by :mod:`prodcat.predictions` (manifest JSON + safetensors), never with pickle.
+:func:`dumps_fuser` / :func:`loads_fuser` are the one byte encoding of that state (JSON + safetensors, never
+pickle), used by the bundle, the ``prodcat fuse`` folder and the training cache alike.
 """
 
 from __future__ import annotations
@@ -38,8 +39,10 @@ __all__ = [
     "MeanFusion",
     "PaperMLPFusion",
     "check_probabilities",
+    "dumps_fuser",
     "from_state",
     "get_state",
+    "loads_fuser",
     "make_ensemble",
     "parse_members",
 ]
@@ -199,6 +202,28 @@ def get_state(est: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         fitted.update(info)
         arrays.update(own)
     return _jsonable(meta), {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+
+
+def dumps_fuser(est: Any) -> tuple[bytes, bytes]:
+    """``(meta JSON, arrays safetensors)`` bytes of a fitted fuser (:func:`get_state`). Inverse:
+    :func:`loads_fuser`."""
+    from safetensors.numpy import save
+
+    meta, arrays = get_state(est)
+    return json.dumps(meta, indent=1, allow_nan=False).encode(), save(arrays or {"_empty": np.zeros(1)})
+
+
+def loads_fuser(meta_json: bytes, arrays_safetensors: bytes) -> Any:
+    """The fitted fuser of :func:`dumps_fuser`'s bytes. Raises ValueError (or KeyError / TypeError) on bytes
+    that are not a fuser's state; nothing in them is executed."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load
+
+    try:
+        arrays = {k: v for k, v in load(arrays_safetensors).items() if k != "_empty"}
+    except SafetensorError as e:
+        raise ValueError(f"unreadable fuser arrays ({e})") from None
+    return from_state(json.loads(meta_json), arrays)
 
 
 def from_state(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Any:
