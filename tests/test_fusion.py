@@ -383,3 +383,18 @@ def test_fusers_adapt_their_own_folds_to_a_small_training_set() -> None:
     ensemble = create("fusion", "ensemble")
     notes = ensemble.adapt_to_labels(y)
     assert [n.split(":")[0] for n in notes] == ["member '1", "member '2"]  # paper-mlp and gbdt, not mean
+
+
+def test_paper_mlp_hard_vote_is_the_nets_majority_and_soft_the_argmax_of_their_mean(
+    data: dict[str, np.ndarray],
+) -> None:
+    from prodcat.ensemble import majority_vote
+
+    X, y = np.hstack([data["good"], data["weak"], data["noise"]]), data["y"]
+    hard = _make("paper-mlp").fit(X, y)  # type: ignore[attr-defined]
+    nets = hard._net_probas(X)  # type: ignore[attr-defined]  # (K, n, C): each net's probabilities
+    votes = majority_vote(nets.argmax(2), n_classes=nets.shape[2], probas=nets)
+    np.testing.assert_array_equal(hard.predict(X), hard.classes_[votes])
+    np.testing.assert_allclose(hard.predict_proba(X), nets.mean(0))
+    soft = _make("paper-mlp", voting="soft").fit(X, y)  # type: ignore[attr-defined]
+    np.testing.assert_array_equal(soft.predict(X), soft.classes_[soft.predict_proba(X).argmax(1)])

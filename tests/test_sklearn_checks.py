@@ -7,9 +7,8 @@ Documented exceptions:
   (``input_tags.two_d_array = False``, ``string = True``), so scikit-learn runs the checks that apply to such
   estimators (construction, parameters, cloning) and skips the numeric-array ones, with no failure expected.
 - ``VotingEnsemble`` takes any X its members take: all checks, no exception.
-- The decision-level fusers are not listed: their X must be blocks of class probabilities (rows summing to 1; they
-  refuse logits on purpose), and most checks feed arbitrary numbers. ``tests/test_fusion.py`` checks their
-  contract on probabilities (cloning, ``__init__`` storing arguments only, parameter checks, save/load).
+- The decision-level fusers take blocks of class probabilities: ``tests/test_sklearn_checks_fusion.py`` runs the
+  checks on that domain.
 """
 
 from __future__ import annotations

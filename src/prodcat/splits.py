@@ -68,7 +68,7 @@ def kfold_indices(
             "lower the number of folds or drop that class"
         )
     if len(y) < n_splits:
-        raise ValueError(f"{len(y)} rows cannot be split into n_splits={n_splits} folds")
+        raise ValueError(f"{len(y)} samples cannot be split into n_splits={n_splits} folds")
     skf = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)

@@ -20,7 +20,8 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import logsumexp, softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from prodcat.evaluate import macro_f1
 from prodcat.params import Interval, Options, validate_params
@@ -57,8 +58,12 @@ class DecisionFusion(ClassifierMixin, BaseEstimator):
     def _setup(self, X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
         """Check inputs, set ``classes_``, ``n_models_``, ``n_extra_``, ``n_features_in_``; return
         (X float64 (n, d), y as integer codes into ``classes_``)."""
+        if y is None:
+            raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None")
         X = np.asarray(X, dtype=np.float64)
-        y = np.asarray(y)
+        y = column_or_1d(y, warn=True)  # a (n, 1) column is taken, with scikit-learn's warning
+        if self.classes is None:
+            check_classification_targets(y)  # a continuous target is an error, not thousands of classes
         if X.ndim != 2 or len(X) != len(y) or len(y) == 0:
             raise ValueError(f"need X (n, d) and y (n,) with n > 0, got {X.shape} and {y.shape}")
         self.classes_ = np.unique(y) if self.classes is None else np.asarray(list(self.classes))
@@ -110,8 +115,7 @@ class DecisionFusion(ClassifierMixin, BaseEstimator):
         """Fit on ``X`` (n, m*C [+ n_extra]) probabilities and labels ``y`` (n,). Returns self."""
         self.check_params()
         X, codes = self._setup(X, y)
-        sw = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
-        self._fit(X, codes, sw)
+        self._fit(X, codes, _sample_weight(sample_weight, len(X)))
         return self
 
     def predict_proba(self, X: Any) -> np.ndarray:
@@ -145,6 +149,21 @@ class DecisionFusion(ClassifierMixin, BaseEstimator):
 
     def _restore_state(self, info: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         raise NotImplementedError
+
+
+def _sample_weight(sample_weight: Any, n: int) -> np.ndarray | None:
+    """``sample_weight`` as float64 (n,), or None; refuses a wrong shape, negative or non-finite values and all
+    zeros (nothing to learn from), naming the parameter."""
+    if sample_weight is None:
+        return None
+    sw = np.asarray(sample_weight, dtype=np.float64)
+    if sw.shape != (n,):
+        raise ValueError(f"sample_weight.shape == {sw.shape}, expected ({n},)")
+    if not np.isfinite(sw).all() or (sw < 0).any():
+        raise ValueError("sample_weight must be finite and non-negative")
+    if not sw.any():
+        raise ValueError("sample_weight is all zero: no row to learn from")
+    return sw
 
 
 class MeanFusion(DecisionFusion):

@@ -170,20 +170,33 @@ class GBDTFusion(DecisionFusion):
         """Turn early stopping off when its stratified ``validation_fraction`` holdout of the training labels
         ``y`` cannot hold one row of every class (scikit-learn would refuse to split); returns the change in
         words (nothing when no change was needed)."""
+        if not self.early_stopping or self._holdout_fits(y):
+            return []
         y = np.asarray(y)
         n, n_classes = len(y), len(np.unique(y))
         n_val = math.ceil(self.validation_fraction * n)
-        if not self.early_stopping or (n_val >= n_classes and n - n_val >= n_classes):
-            return []
         self.early_stopping = False
         return [
             f"{type(self).__name__}: early stopping off ({n} rows: a {self.validation_fraction:g} holdout of "
             f"{n_val} rows cannot hold each of {n_classes} classes)"
         ]
 
+    def _holdout_fits(self, y: Any) -> bool:
+        """Whether the stratified ``validation_fraction`` holdout of labels ``y`` can hold (and leave) one row of
+        every class."""
+        y = np.asarray(y)
+        n, n_classes = len(y), len(np.unique(y))
+        n_val = math.ceil(self.validation_fraction * n)
+        return n_val >= n_classes and n - n_val >= n_classes
+
     def _fit(self, X: np.ndarray, codes: np.ndarray, sample_weight: np.ndarray | None) -> None:
         from sklearn.ensemble import HistGradientBoostingClassifier
 
+        # Too few rows for the holdout: boost without early stopping (scikit-learn would refuse to split;
+        # adapt_to_labels says so before a pipeline fits).
+        if len(np.unique(codes)) < 2:
+            raise ValueError(f"{type(self).__name__} needs at least 2 classes in y, got one class")
+        early_stopping = self.early_stopping and self._holdout_fits(codes)
         F = self._features(X)
         hgb = HistGradientBoostingClassifier(
             max_iter=self.max_iter,
@@ -191,8 +204,8 @@ class GBDTFusion(DecisionFusion):
             max_leaf_nodes=self.max_leaf_nodes,
             min_samples_leaf=self.min_samples_leaf,
             l2_regularization=self.l2_regularization,
-            early_stopping=self.early_stopping,
-            validation_fraction=self.validation_fraction if self.early_stopping else None,
+            early_stopping=early_stopping,
+            validation_fraction=self.validation_fraction if early_stopping else None,
             n_iter_no_change=self.n_iter_no_change,
             random_state=self.seed,
         ).fit(F, codes, sample_weight=sample_weight)
