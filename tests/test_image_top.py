@@ -144,3 +144,37 @@ def test_registered_variants_build_with_imagenet_defaults() -> None:
         est = registry.create("image-model", name)
         assert isinstance(est, LiteTopClassifier) and est.variant == variant and not est.tiny
         est.check_params()
+
+
+def test_trains_in_the_pipeline_and_predicts_from_a_bundle(demo_catalog: Path, tmp_path: Path) -> None:
+    """Any config can name the model: K-fold OOF, noise down-weighting, refit, bundle save and load."""
+    from prodcat.bundle import load_bundle, save_bundle
+    from prodcat.catalog import read_catalog
+    from prodcat.config import TrainConfig
+    from prodcat.pipeline import train
+
+    df = read_catalog(demo_catalog)[0].iloc[::3].reset_index(drop=True)  # 80 products, 8 classes
+    config = {
+        "text_models": [{"name": "embed:test-tiny"}],
+        "image_models": [{"name": "test-tiny-lite-top", "params": {"max_epochs": 1, "progress": False}}],
+        "n_folds": 2, "validation_fraction": 0.2, "fusion": {"method": "mean"}, "cache_dir": None,
+        "calibration": {"enabled": False},
+    }  # fmt: skip
+    model = train(df, TrainConfig.model_validate(config), progress=False)
+    predictor = load_bundle(save_bundle(model, tmp_path / "m"))
+    out = predictor.predict_frame(df)
+    from prodcat.image.decode import decode_image
+
+    decodable = [isinstance(p, str) and decode_image(p).ok for p in df["image"]]
+    assert out["image_available"].tolist() == decodable and out["label"].notna().all()
+
+
+def test_zero_weights_leave_rows_out(colour_catalog: pd.DataFrame) -> None:
+    """Rows weighted 0 (noise cleaning) do not train, and batches holding only such rows are skipped (their loss
+    was 0 / 0: NaN weights before)."""
+    y = colour_catalog["label"].to_numpy()
+    w = np.zeros(len(y))
+    w[[i for c in ("red", "green") for i in np.flatnonzero(y == c)[:2]]] = 1.0  # 4 of 36 rows count
+    est = _tiny(max_epochs=6, patience=6, lr=3e-3, val_size=0.0, batch_size=4)
+    proba = est.fit(colour_catalog, y, sample_weight=w).predict_proba(colour_catalog)
+    assert np.all(np.isfinite(proba)) and est.prior_[list(est.classes_).index("blue")] == 0

@@ -240,6 +240,8 @@ class LiteTopClassifier(NumpyWeightsMixin, MissingModalityMixin, ClassifierMixin
             view = rng.integers(0, 2, len(b)) if self.flip else 0
             x = self._views(A, rows[b], view).to(device)
             y = torch.as_tensor(codes[b], device=device)
+            if weights[b].sum() <= 0:  # every row of the batch weighted out (noise cleaning)
+                continue
             w = torch.as_tensor(weights[b], dtype=torch.float32, device=device)
             loss = F.cross_entropy(top(x), y, reduction="none", label_smoothing=self.label_smoothing)
             loss = (loss * w).sum() / w.sum()
