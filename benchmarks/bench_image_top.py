@@ -137,8 +137,8 @@ def main(argv: list[str] | None = None) -> None:
     results: list[dict[str, Any]] = []
     if not args.no_frozen:
         results.append(run(*FROZEN, df, args, "frozen", score=not args.frozen_cold_only))
-    for i, params in enumerate(args.top_params):
-        results.append(run(args.top, params, df, args, f"top{i}"))
+    for params in args.top_params:
+        results.append(run(args.top, params, df, args, "top0"))  # one activation cache for every config
     if not args.no_frozen and not args.no_cold:
         base = results[0]["cold_fit_s"]
         for r in results[1:]:
