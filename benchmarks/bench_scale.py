@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -98,7 +99,7 @@ def main() -> None:
             "src": args.src or "installed",
         }
         result |= run_predict(args.model, catalog, out, extra, args.src)
-        out.unlink(missing_ok=True)
+        shutil.rmtree(out) if out.is_dir() else out.unlink(missing_ok=True)  # --engine ray writes a folder
         print(json.dumps(result), flush=True)
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -78,3 +78,19 @@ def test_an_interrupted_run_leaves_no_output(tiny_bundle: Path, demo_catalog: Pa
         with pytest.raises(CatalogError):
             batch_predict(predictor, batches(), out, progress=False, review_queue=tmp_path / "q.csv")
         assert not list(tmp_path.iterdir())
+
+
+def test_cache_dir_serves_embeddings_seen_before(
+    tiny_bundle: Path, demo_catalog: Path, tmp_path: Path
+) -> None:
+    """--cache-dir: the first run fills the embedding cache, a second run reads it: same predictions."""
+    cache = tmp_path / "cache"
+    outs = [tmp_path / "a.csv", tmp_path / "b.csv"]
+    for out in outs:
+        args = ["predict", str(tiny_bundle), str(demo_catalog), "--out", str(out), "--cache-dir", str(cache)]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+    assert list((cache / "embeddings").glob("*/*.npz"))  # filled by the first run
+    a, b = pd.read_csv(outs[0]), pd.read_csv(outs[1])
+    assert a["label"].tolist() == b["label"].tolist()
+    assert (a["probability"] - b["probability"]).abs().max() < 1e-6

@@ -83,12 +83,18 @@ class CatalogPredictor:
     """
 
     def __init__(
-        self, model_dir: str, columns: ColumnMap, base_dir: str, top_k: int, verify_key: str | None = None
+        self,
+        model_dir: str,
+        columns: ColumnMap,
+        base_dir: str,
+        top_k: int,
+        verify_key: str | None = None,
+        cache_dir: str | None = None,
     ) -> None:
         from prodcat.bundle import load_bundle
         from prodcat.predict import warm_up
 
-        self.predictor = load_bundle(model_dir, verify_key=verify_key)
+        self.predictor = load_bundle(model_dir, verify_key=verify_key, cache_dir=cache_dir)
         warm_up(self.predictor)  # encoders load once per actor, not in its first batch
         self.columns, self.base_dir, self.top_k = columns, Path(base_dir), top_k
 
@@ -152,11 +158,15 @@ def predict_catalog(
     batch_rows: int = 2048,
     top_k: int = 3,
     verify_key: Path | None = None,
+    cache_dir: str | None = None,
 ) -> dict[str, int]:
     """Predict ``catalog`` with the bundle ``model_dir`` on the connected cluster (:func:`connect` first) and
     write the rows, in catalog order, as Parquet files in the folder ``out_dir``. Returns counts: rows, auto,
-    review."""
+    review. ``cache_dir``: the embedding cache the actors read and fill (a folder they share; "auto" is
+    resolved here)."""
     import ray.data
+
+    from prodcat.cache import resolve_cache_dir
 
     ds, cmap = read_catalog_dataset(catalog, **columns)
     ray.data.DataContext.get_current().execution_options.preserve_order = True
@@ -168,6 +178,7 @@ def predict_catalog(
             "base_dir": str(catalog.parent.resolve()),
             "top_k": top_k,
             "verify_key": None if verify_key is None else str(verify_key),
+            "cache_dir": None if cache_dir is None else str(resolve_cache_dir(cache_dir)),
         },
         batch_format="pyarrow",
         **_actor_options(workers, cpus, gpus, batch_rows),

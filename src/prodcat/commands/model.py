@@ -262,6 +262,13 @@ def predict(
     ] = None,
     verify_key: VerifyKey = None,
     id_column: IdColOverride = None,
+    cache_dir: Annotated[
+        str | None,
+        typer.Option(
+            help="Embedding cache to read and fill ('auto': $PRODCAT_CACHE_DIR or ~/.cache/prodcat): texts and "
+            "images embedded before (same content) are not embedded again. Off by default (docs/scale.md)."
+        ),
+    ] = None,
     engine: Engine = "local",
     ray_address: RayAddress = None,
     workers: Workers = 1,
@@ -287,7 +294,7 @@ def predict(
         if path is not None and path.suffix.lower() not in (".csv", ".parquet"):
             raise fail(f"{path}: output must end in .csv or .parquet")
     try:
-        predictor = load_bundle(model_dir, verify_key=verify_key)
+        predictor = load_bundle(model_dir, verify_key=verify_key, cache_dir=cache_dir)
     except BundleError as e:
         raise fail(str(e)) from None
     columns = predictor.model.config.columns.model_dump()
@@ -301,7 +308,7 @@ def predict(
     if engine == "ray":
         predict_on_ray(model_dir, catalog, out, columns, address=ray_address, workers=workers,
                        cpus=cpus_per_worker, gpus=gpus_per_worker, chunk_size=chunk_size, top_k=top_k,
-                       verify_key=verify_key)  # fmt: skip
+                       verify_key=verify_key, cache_dir=cache_dir)  # fmt: skip
         return
     _predict_local(predictor, stream, out, chunk_size=chunk_size, top_k=top_k, review_queue=review_queue)
 

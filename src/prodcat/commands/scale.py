@@ -62,6 +62,7 @@ def predict_on_ray(
     chunk_size: int,
     top_k: int,
     verify_key: Path | None,
+    cache_dir: str | None = None,
 ) -> None:
     """``prodcat predict --engine ray``: a folder of Parquet files at ``out``."""
     from prodcat.catalog import CatalogError
@@ -74,7 +75,7 @@ def predict_on_ray(
     try:
         counts = predict_catalog(
             model_dir, catalog, out, columns, workers=workers, cpus=cpus, gpus=gpus, batch_rows=chunk_size,
-            top_k=top_k, verify_key=verify_key,
+            top_k=top_k, verify_key=verify_key, cache_dir=cache_dir,
         )  # fmt: skip
     except (CatalogError, ValueError) as e:
         raise fail(str(e)) from None
