@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -99,3 +100,15 @@ def test_report_of_a_long_stream_keeps_totals_not_every_id(tmp_path: Path) -> No
     assert sum(len(b) for b in stream) == 3000
     assert stream.report.total("missing_image") == 3000 and len(stream.report.missing_image) == 1000
     assert "3000 image files missing" in stream.report.summary_lines()[1]
+
+
+def test_hash_set_finds_every_member_across_merges() -> None:
+    from prodcat.stream import HashSet
+
+    rng = np.random.default_rng(0)
+    values = rng.integers(0, 2**63, size=5000, dtype=np.uint64)
+    members = HashSet()
+    for start in range(0, 4000, 37):  # uneven batches force merges of runs of different sizes
+        members.add(values[start : min(start + 37, 4000)])
+    assert len(members) == 4000
+    assert members.contains(values[:4000]).all() and not members.contains(values[4000:]).any()

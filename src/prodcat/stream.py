@@ -11,8 +11,8 @@ What a whole-file read refuses, a stream leaves out row by row and reports in ``
 row's position in the file (0-based, header excluded, as in :mod:`prodcat.catalog`'s messages) and its id: a
 malformed CSV record (wrong number of fields), a cell that is not valid UTF-8, an empty id, an empty label (when
 labels are read), and a repeated id (the first row keeps it; later ones are left out: the first one's prediction
-is already written). Repeated ids are found across batches with one 8-byte hash per id kept in a sorted array
-(8 MB per million rows). Missing images and empty texts are kept, as in a whole-file read.
+is already written). Repeated ids are found across batches with one 8-byte hash per id kept in sorted arrays
+(:class:`HashSet`: 8 MB per million rows). Missing images and empty texts are kept, as in a whole-file read.
 
 A Rakuten challenge folder (two files joined on their index) is read whole and then sliced into batches.
 """
@@ -79,7 +79,7 @@ class CatalogStream:
         self._raw = raw_batches
         self._base_dir = base_dir
         self._labels = labels
-        self._seen = np.zeros(0, dtype=np.uint64)  # sorted hashes of the ids read so far
+        self._seen = HashSet()  # hashes of the ids read so far
 
     def __iter__(self) -> Iterator[pd.DataFrame]:
         for raw, rows, rejected in self._raw:
@@ -95,10 +95,7 @@ class CatalogStream:
     def _drop_seen_ids(self, df: pd.DataFrame, report: ReadReport) -> tuple[pd.DataFrame, ReadReport]:
         """Leave out rows whose id an earlier batch had; remember this batch's ids."""
         hashes = pd.util.hash_pandas_object(df["id"], index=False).to_numpy(dtype=np.uint64)
-        pos = np.searchsorted(self._seen, hashes)
-        seen = np.zeros(len(hashes), dtype=bool)
-        if len(self._seen):
-            seen = self._seen[np.minimum(pos, len(self._seen) - 1)] == hashes
+        seen = self._seen.contains(hashes)
         if seen.any():
             rows = df["_row"].to_numpy()[seen]
             report.rejected += [
@@ -108,9 +105,35 @@ class CatalogStream:
             df = df[~seen]
             hashes = hashes[~seen]
             report = modality_report(df, replace(report, n_rows=len(df)))
-        new = np.sort(hashes)  # merged in place of a union: one linear copy per batch, not a sort of all ids
-        self._seen = np.insert(self._seen, np.searchsorted(self._seen, new), new)
+        self._seen.add(hashes)
         return df, report
+
+
+class HashSet:
+    """A set of 64-bit hashes kept as a few sorted arrays (8 bytes per member), merged like a log-structured
+    tree: a run is merged into the one before it once that one is at most twice its size, so adding n members
+    in batches costs O(n log n) in all and a lookup searches O(log n) runs."""
+
+    def __init__(self) -> None:
+        self._runs: list[np.ndarray] = []
+
+    def __len__(self) -> int:
+        return sum(len(r) for r in self._runs)
+
+    def contains(self, values: np.ndarray) -> np.ndarray:
+        """(n,) bool: which of ``values`` (uint64) are members."""
+        found = np.zeros(len(values), dtype=bool)
+        for run in self._runs:
+            pos = np.minimum(np.searchsorted(run, values), len(run) - 1)
+            found |= run[pos] == values
+        return found
+
+    def add(self, values: np.ndarray) -> None:
+        if len(values):
+            self._runs.append(np.sort(values))
+        while len(self._runs) >= 2 and len(self._runs[-2]) <= 2 * len(self._runs[-1]):
+            last = self._runs.pop()
+            self._runs[-1] = np.sort(np.concatenate([self._runs[-1], last]), kind="stable")
 
 
 def clean_batch(
