@@ -37,6 +37,7 @@ from prodcat.missing import MissingModalityMixin
 from prodcat.splits import holdout_split
 from prodcat.text.clean import clean_text
 from prodcat.threads import available_cpus, torch_threads
+from prodcat.weights import NumpyWeightsMixin
 
 _LAZY: dict[str, type] = {}
 
@@ -89,7 +90,7 @@ def _column(X: pd.DataFrame, name: str) -> list[str]:
     return [clean_text(t) for t in X[name]] if name in X else [""] * len(X)
 
 
-class HFTextClassifier(MissingModalityMixin, ClassifierMixin, BaseEstimator):
+class HFTextClassifier(NumpyWeightsMixin, MissingModalityMixin, ClassifierMixin, BaseEstimator):
     """Fine-tune a local Hugging Face encoder on (title, description) pairs; sklearn classifier contract.
 
     Parameters
@@ -110,6 +111,9 @@ class HFTextClassifier(MissingModalityMixin, ClassifierMixin, BaseEstimator):
     classes_, prior_, model_ (torch module), tokenizer_, history_ (per-epoch dicts: loss, val_macro_f1),
     best_epoch_.
     """
+
+    # the tokenizer is reloaded from ``model_name_or_path``; the device is chosen again from ``device`` on load
+    _unsaved = ("tokenizer_", "device_")
 
     def __init__(
         self,
@@ -301,23 +305,7 @@ class HFTextClassifier(MissingModalityMixin, ClassifierMixin, BaseEstimator):
         return self
 
     # -- persistence (pickle-free: skops stores the weights as numpy arrays) ---------------------------------------
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        net = state.pop("model_", None)
-        state.pop("tokenizer_", None)  # reloaded from model_name_or_path
-        state.pop("device_", None)  # a torch.device; chosen again from ``device`` on load
-        if net is not None:  # {name: array}: plain arrays, on prodcat's skops allow-list
-            state["model_weights_"] = {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()}
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        state = dict(state)
-        weights = state.pop("model_weights_", None)
-        self.__dict__.update(state)
-        if weights is not None:
-            self._rebuild(weights)
-
-    def _rebuild(self, weights: dict[str, np.ndarray]) -> None:
+    def _rebuild(self, weights: dict[str, np.ndarray]) -> Any:
         """The fitted network and tokenizer: architecture, vocabulary and tokenizer from ``model_name_or_path``
         (local files only, whatever ``local_files_only`` says: loading never downloads), values from ``weights``."""
         import torch
@@ -336,7 +324,7 @@ class HFTextClassifier(MissingModalityMixin, ClassifierMixin, BaseEstimator):
                 f"{' '.join(str(e).split())[:300]}"
             ) from None
         self.device_ = self._device()
-        self.model_ = net.to(self.device_).eval()
+        return net.to(self.device_).eval()
 
     def backbone_fingerprint(self) -> str:
         """sha256 of the configuration and tokenizer files of ``model_name_or_path`` (its local folder, or its
