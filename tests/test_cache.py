@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import warnings
 from pathlib import Path
 
@@ -245,3 +246,68 @@ def test_interrupted_run_keeps_what_it_computed(
     assert emb.seen == ["c", "d"]
     assert len(_chunks(store)) == 2
     assert store.clear() == 2 and _chunks(store) == []
+
+
+def test_lookup_reads_each_chunks_keys_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lookup reads the key list of chunks it has not seen, not of every chunk (the cost grew with the cache)."""
+    import prodcat.cache as cache
+
+    read: list[str] = []
+    real = cache._read_chunk_keys
+    monkeypatch.setattr(cache, "_read_chunk_keys", lambda chunk: read.append(chunk.name) or real(chunk))
+    emb = CountingEmbedder()
+    store = EmbeddingStore(tmp_path, "counting")
+    first = [f"item {i}" for i in range(5)]
+    store.get_or_compute(first, [text_key(s) for s in first], emb.embed)
+    store.get_or_compute(["new"], [text_key("new")], emb.embed)  # reads chunk 1's keys, writes chunk 2
+    assert len(read) == 1
+    # A fresh store object on the same folder shares the index: only the chunk it has not seen is read.
+    again = EmbeddingStore(tmp_path, "counting")
+    vec, found = again.lookup([text_key(s) for s in [*first, "new", "absent"]])
+    assert len(read) == 2 and len(set(read)) == 2
+    assert found.tolist() == [True] * 6 + [False]
+    assert vec is not None
+    np.testing.assert_array_equal(vec[:6], emb.embed([*first, "new"]))
+
+
+def test_prefix_collisions_never_serve_another_items_vector(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The index compares 64-bit key prefixes; a hit is confirmed on the full key, so colliding prefixes cost a
+    recomputation, never a wrong vector."""
+    import prodcat.cache as cache
+
+    monkeypatch.setattr(cache, "_prefix64", lambda ids: np.zeros(len(ids), dtype=np.uint64))
+    cache._KEY_INDEX.clear()
+    emb = CountingEmbedder()
+    store = EmbeddingStore(tmp_path, "collide")
+    items = ["a", "bb", "abab"]
+    stored = store.get_or_compute(items, [text_key(s) for s in items], emb.embed)
+    vec, found = EmbeddingStore(tmp_path, "collide").lookup([text_key(s) for s in items])
+    assert vec is not None and found.any()
+    np.testing.assert_array_equal(vec[found], stored[found])
+    assert store.get_or_compute(items, [text_key(s) for s in items], emb.embed).tolist() == stored.tolist()
+
+
+def test_index_grows_with_each_new_chunk_and_serves_every_key(tmp_path: Path) -> None:
+    """Chunks written between lookups are merged into the key index; a removed chunk leaves it."""
+    rng = np.random.default_rng(0)
+    store = EmbeddingStore(tmp_path, "grow")
+    written: dict[str, np.ndarray] = {}
+    for round_ in range(6):
+        keys = [text_key(f"r{round_} i{i}") for i in range(int(rng.integers(1, 40)))]
+        vecs = rng.standard_normal((len(keys), 3)).astype(np.float32)
+        store.put(keys, vecs)
+        written.update(zip(keys, vecs, strict=True))
+        vec, found = store.lookup([*written, text_key("never stored")])
+        assert found.tolist() == [True] * len(written) + [False]
+        assert vec is not None
+        np.testing.assert_array_equal(vec[:-1], np.stack(list(written.values())))
+    chunk = _chunks(store)[0]
+    with np.load(chunk) as z:
+        ids = set(z["keys"].tolist())
+    gone = {k for k in written if hashlib.sha256(k.encode()).hexdigest().encode() in ids}
+    assert gone
+    chunk.unlink()
+    _, found = store.lookup(list(written))
+    assert found.tolist() == [k not in gone for k in written]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import threading
 import uuid
 import warnings
 import zipfile
@@ -142,6 +143,69 @@ def _discard(path: Path, why: str) -> None:
     path.unlink(missing_ok=True)
 
 
+#: Per embedding folder: ``{"chunks": {name: ((mtime_ns, size), key prefixes)}, "merged": ...}``. See
+#: :meth:`EmbeddingStore._key_index`.
+_KEY_INDEX: dict[Path, dict[str, Any]] = {}
+_KEY_INDEX_LOCK = threading.Lock()
+
+
+def _read_chunk_keys(chunk: Path) -> np.ndarray | None:
+    """The ``keys`` array of one chunk file; ``None`` when it vanished or is unreadable (then discarded)."""
+    try:
+        with np.load(chunk, allow_pickle=False) as z:
+            return np.asarray(z["keys"], dtype="S64")
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+        _discard(chunk, f"unreadable ({type(err).__name__})")
+        return None
+
+
+def _merge_index(
+    merged: tuple[Any, ...] | None, signature: tuple[tuple[str, tuple[int, int]], ...], known: dict[str, Any]
+) -> tuple[Any, ...]:
+    """The sorted key index of the chunks in ``signature``: ``(signature, names, prefixes, chunk, row)``.
+
+    When chunks were only added since ``merged`` (a run writing its misses), their keys are inserted into the
+    sorted arrays (a copy, O(items)); otherwise everything is sorted again.
+    """
+    names = [name for name, _ in signature]
+    if merged is not None and set(merged[0]) <= set(signature):
+        old_names, prefixes, chunk_of, row_of = merged[1], merged[2], merged[3], merged[4]
+        remap = np.array([names.index(n) for n in old_names], dtype=np.int32)
+        chunk_of = remap[chunk_of] if len(chunk_of) else chunk_of
+        added = [n for n in names if n not in set(old_names)]
+    else:
+        prefixes, chunk_of, row_of = np.zeros(0, np.uint64), np.zeros(0, np.int32), np.zeros(0, np.int32)
+        added = names
+    if added:
+        new = [known[n][1] for n in added]
+        p = np.concatenate(new)
+        c = np.repeat(np.array([names.index(n) for n in added], dtype=np.int32), [len(x) for x in new])
+        r = np.concatenate([np.arange(len(x), dtype=np.int32) for x in new])
+        order = np.argsort(p, kind="stable")
+        p, c, r = p[order], c[order], r[order]
+        at = np.searchsorted(prefixes, p)
+        prefixes, chunk_of, row_of = (
+            np.insert(prefixes, at, p),
+            np.insert(chunk_of, at, c),
+            np.insert(row_of, at, r),
+        )
+    return signature, names, prefixes, chunk_of, row_of
+
+
+def _prefix64(ids: np.ndarray) -> np.ndarray:
+    """The first 16 hex digits of each ``S64`` hex id as ``uint64`` (the index key; full ids are compared on a
+    hit)."""
+    if not len(ids):
+        return np.zeros(0, dtype=np.uint64)
+    head = np.frombuffer(np.ascontiguousarray(ids).tobytes(), dtype="S1").reshape(len(ids), 64)[:, :16]
+    digits = head.view(np.uint8).astype(np.uint64)
+    digits = np.where(digits >= ord("a"), digits - ord("a") + 10, digits - ord("0"))
+    shifts = np.arange(60, -1, -4, dtype=np.uint64)
+    return np.bitwise_or.reduce(digits << shifts, axis=1)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Embedding store
 # ---------------------------------------------------------------------------------------------------------------
@@ -174,45 +238,87 @@ class EmbeddingStore:
         self.misses = 0  # items computed by the last call
 
     # -- reading ------------------------------------------------------------------------------------------------
-    def _chunk_keys(self) -> dict[Path, np.ndarray]:
+    def _key_index(self) -> tuple[list[Path], np.ndarray, np.ndarray, np.ndarray]:
+        """``(chunks, prefixes, chunk, row)``: the 64-bit key prefixes of every stored item, sorted, with the chunk
+        (index into ``chunks``) and row holding each.
+
+        Chunks are immutable once written (fresh names, atomic replace), so each one's keys are read once per
+        process and kept in :data:`_KEY_INDEX` (about 16 bytes per item); a lookup lists the folder and reads only
+        the chunks it has not seen, instead of every chunk's keys (that cost grew with the cache). A file rewritten
+        in place (another size or mtime) is read again. The merged index is rebuilt only when the set of chunks
+        changes.
+        """
+        empty: tuple[list[Path], np.ndarray, np.ndarray, np.ndarray] = (
+            [],
+            np.zeros(0, np.uint64),
+            np.zeros(0, np.int32),
+            np.zeros(0, np.int32),
+        )
         if self.path is None or not self.path.is_dir():
-            return {}
-        out = {}
-        for chunk in sorted(self.path.glob("*.npz")):
-            try:
-                with np.load(chunk, allow_pickle=False) as z:
-                    out[chunk] = z["keys"]
-            except FileNotFoundError:
-                continue
-            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
-                _discard(chunk, f"unreadable ({type(err).__name__})")
-        return out
+            return empty
+        with _KEY_INDEX_LOCK:
+            state = _KEY_INDEX.setdefault(self.path, {"chunks": {}, "merged": None})
+            known = state["chunks"]
+            seen: dict[str, tuple[int, int]] = {}
+            for entry in os.scandir(self.path):
+                if not entry.name.endswith(".npz"):
+                    continue
+                try:
+                    st = entry.stat()
+                except FileNotFoundError:
+                    continue
+                stamp = (st.st_mtime_ns, st.st_size)
+                if entry.name not in known or known[entry.name][0] != stamp:
+                    keys = _read_chunk_keys(Path(entry.path))
+                    if keys is None:
+                        known.pop(entry.name, None)
+                        continue
+                    known[entry.name] = (stamp, _prefix64(keys))
+                seen[entry.name] = stamp
+            for gone in set(known) - set(seen):
+                del known[gone]
+            signature = tuple(sorted(seen.items()))
+            merged = state["merged"]
+            if merged is None or merged[0] != signature:
+                state["merged"] = merged = _merge_index(merged, signature, known)
+            return [self.path / n for n in merged[1]], merged[2], merged[3], merged[4]
 
     def lookup(self, keys: Sequence[str | None]) -> tuple[np.ndarray | None, np.ndarray]:
-        """Vectors stored for ``keys``: ``(vectors (n, dim) or None when nothing matched, found (n,) bool)``."""
-        ids = [None if k is None else hashlib.sha256(k.encode()).hexdigest().encode() for k in keys]
-        where: dict[bytes, list[int]] = {}
-        for i, k in enumerate(ids):
-            if k is not None:
-                where.setdefault(k, []).append(i)
+        """Vectors stored for ``keys``: ``(vectors (n, dim) or None when nothing matched, found (n,) bool)``.
+
+        Only the chunks holding one of ``keys`` are read (and checksum-verified); a key stored in several chunks
+        (two runs computed it at once) is served by one of them.
+        """
+        positions = np.array([i for i, k in enumerate(keys) if k is not None], dtype=np.int64)
+        ids = np.array(
+            [hashlib.sha256(str(keys[i]).encode()).hexdigest().encode() for i in positions.tolist()],
+            dtype="S64",
+        )
         found = np.zeros(len(keys), dtype=bool)
         vectors: np.ndarray | None = None
-        for chunk, chunk_ids in self._chunk_keys().items():
-            rows = [(r, where[k]) for r, k in enumerate(chunk_ids.tolist()) if k in where]
-            if not rows:
+        chunks, prefixes, chunk_of, row_of = self._key_index()
+        if not len(ids) or not len(prefixes):
+            return vectors, found
+        query = _prefix64(ids)
+        last = np.searchsorted(prefixes, query, side="right") - 1  # the last entry with this prefix
+        hit = (last >= 0) & (prefixes[np.maximum(last, 0)] == query)
+        last, positions, ids = last[hit], positions[hit], ids[hit]
+        for c in np.unique(chunk_of[last]).tolist():
+            mine = chunk_of[last] == c
+            arrays = _load_verified(chunks[c])
+            if arrays is None or "vectors" not in arrays or "keys" not in arrays:
                 continue
-            arrays = _load_verified(chunk)
-            if arrays is None or "vectors" not in arrays:
-                continue
+            rows = row_of[last[mine]]
+            same = arrays["keys"][rows] == ids[mine]  # the full key, not only its 64-bit prefix
             vec = arrays["vectors"]
             if vectors is None:
                 vectors = np.zeros((len(keys), vec.shape[1]), dtype=np.float32)
             elif vec.shape[1] != vectors.shape[1]:
-                _discard(chunk, f"dimension {vec.shape[1]} != {vectors.shape[1]}")
+                _discard(chunks[c], f"dimension {vec.shape[1]} != {vectors.shape[1]}")
                 continue
-            for r, positions in rows:
-                vectors[positions] = vec[r]
-                found[positions] = True
+            targets = positions[mine][same]
+            vectors[targets] = vec[rows[same]]
+            found[targets] = True
         return vectors, found
 
     # -- writing ------------------------------------------------------------------------------------------------
