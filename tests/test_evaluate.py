@@ -68,6 +68,19 @@ def test_bootstrap_replicate_equals_sklearn_on_the_same_resample() -> None:
     assert ci.low == pytest.approx(expected) and ci.high == pytest.approx(expected)
 
 
+def test_bootstrap_at_many_classes_counts_per_class_not_per_pair() -> None:
+    # 120,000 classes: a (replicates, classes, classes) confusion matrix would need 115 GB (issue 16); per-class
+    # counts are enough, and each replicate still equals scikit-learn on its resample (an unseen class predicted).
+    rng = np.random.default_rng(0)
+    y = np.arange(120_000)
+    pred = np.where(rng.random(120_000) < 0.6, y, rng.integers(0, 130_000, 120_000))
+    ci = bootstrap_ci(y, pred, n_boot=1, seed=5, confidence=0.5)
+    idx = np.random.default_rng(5).integers(0, 120_000, size=(1, 120_000))[0]
+    t = y[idx]
+    expected = f1_score(t, pred[idx], labels=np.unique(t), average="macro", zero_division=0)
+    assert ci.low == pytest.approx(expected) and ci.value == pytest.approx(macro_f1(y, pred))
+
+
 def test_bootstrap_edge_cases() -> None:
     y = np.array(["a", "b", "a", "c"])
     perfect = bootstrap_ci(y, y, n_boot=50)
