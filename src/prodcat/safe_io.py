@@ -52,10 +52,12 @@ _ESTIMATORS = {
         "prodcat.text.models.TfidfTextClassifier",
         "prodcat.image.finetune.ImageFineTuneClassifier",
         "prodcat.image.top.LiteTopClassifier",
+        "prodcat.heads.SharedCovarianceClassifier",
         "prodcat.text.finetune.HFTextClassifier",
         "sklearn.feature_extraction.text.TfidfTransformer",
         "sklearn.feature_extraction.text.TfidfVectorizer",
         "sklearn.linear_model._logistic.LogisticRegression",
+        "sklearn.linear_model._stochastic_gradient.SGDClassifier",
         "sklearn.neural_network._multilayer_perceptron.MLPClassifier",
         "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
         "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
@@ -63,6 +65,8 @@ _ESTIMATORS = {
         "sklearn.preprocessing._data.StandardScaler",
         "sklearn.preprocessing._label.LabelBinarizer",
     },
+    # SGDClassifier keeps its loss object (rebuilt from its class by skops; a compiled scikit-learn type).
+    "LossNode": {"sklearn._loss._loss.CyHalfBinomialLoss"},
 }
 # References to a type, not an instance: the ``dtype=`` of vectorizers and the key types of dicts.
 _TYPE_REFERENCES = {"TypeNode": {"builtins.str", "numpy.float32", "numpy.float64", "numpy.int64"}}
