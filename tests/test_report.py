@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -56,3 +58,45 @@ def test_report_at_more_classes_than_a_matrix_can_show(shared_data: Path, tmp_pa
     page = (out / "report.html").read_text(encoding="utf-8")
     assert page.count("data:image/jpeg;base64,") >= 10 and "Most confident errors" in page
     assert json.loads((out / "metrics.json").read_text())["n"] == len(test)
+
+
+def test_report_runs_each_model_once_and_matches_separate_calls(
+    tiny_bundle: Path, demo_catalog: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``prodcat evaluate`` computes each modality model's probabilities (and the fusion) once: the report,
+    its metrics and its calibration section all read that one pass, and say what separate calls say."""
+    from prodcat.bundle import load_model
+    from prodcat.catalog import read_catalog
+    from prodcat.model import evaluate_models
+    from prodcat.report import evaluate_to_dir
+
+    model, _ = load_model(tiny_bundle)
+    df, _ = read_catalog(demo_catalog)
+    df = df.head(60).reset_index(drop=True)
+    y = df["label"].astype(str).to_numpy()
+    expected_metrics = evaluate_models(model, df, y)
+    expected_pred = np.asarray(model.predict(df)).astype(str)
+
+    calls: list[str] = []
+    for name, _, est in model.models:
+        for method in ("predict_proba", "predict_proba_with_mask"):
+            original = getattr(est, method, None)
+            if original is not None:
+                monkeypatch.setattr(est, method, _counted(original, f"{name}.{method}", calls))
+    metrics = evaluate_to_dir(model, df, tmp_path / "report", thumbnails="none")
+
+    assert len(calls) == len(model.models)  # one call per modality model, not one per figure
+    assert metrics["macro_f1"] == pytest.approx(expected_metrics["macro_f1"])
+    assert metrics["per_model"] == expected_metrics["per_model"]
+    pred = pd.read_csv(tmp_path / "report" / "predictions.csv", dtype=str)
+    assert pred["predicted"].tolist() == expected_pred.tolist()
+
+
+def _counted(
+    method: Callable[[pd.DataFrame], Any], key: str, calls: list[str]
+) -> Callable[[pd.DataFrame], Any]:
+    def wrapper(X: pd.DataFrame) -> Any:
+        calls.append(key)
+        return method(X)
+
+    return wrapper

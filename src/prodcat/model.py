@@ -58,6 +58,26 @@ class TrainedModel:
         """(n,) fused labels; follows the fuser's own ``predict`` (majority vote for ``paper-mlp``)."""
         return np.asarray(self.fuser.predict(np.hstack(self.model_probas(df))))
 
+    def outputs(self, df: pd.DataFrame) -> StackOutputs:
+        """Everything the model says about ``df`` from one pass of each modality model and one of the fuser:
+        what :meth:`model_probas_with_masks`, :meth:`predict_proba` and :meth:`predict` return, computed once
+        (an evaluation needs all three on the same rows)."""
+        from prodcat.ensemble import labels_and_proba
+
+        probas, masks = self.model_probas_with_masks(df)
+        labels, proba = labels_and_proba(self.fuser, np.hstack(probas))
+        return StackOutputs(probas, masks, labels, align_proba(proba, self.fuser.classes_, self.classes))
+
+
+@dataclass(frozen=True)
+class StackOutputs:
+    """One pass of a :class:`TrainedModel` over a frame (:meth:`TrainedModel.outputs`)."""
+
+    probas: list[np.ndarray]  # per modality model, (n, C) in ``classes`` order
+    masks: list[np.ndarray | None]  # per modality model, rows it had an input for (None: not reported)
+    labels: np.ndarray  # (n,) the fuser's ``predict`` (its vote for ``paper-mlp``)
+    fused: np.ndarray  # (n, C) the fuser's ``predict_proba`` in ``classes`` order
+
 
 def _score(y: np.ndarray, proba: np.ndarray, classes: np.ndarray, seed: int) -> dict[str, Any]:
     return score_labels(y, classes[proba.argmax(axis=1)], seed=seed)
@@ -70,9 +90,13 @@ def score_labels(y: np.ndarray, pred: np.ndarray, *, seed: int = 0) -> dict[str,
     return {"macro_f1": float(ci.value), "macro_f1_ci": [ci.low, ci.high], "n": len(y)}
 
 
-def evaluate_models(model: TrainedModel, df: pd.DataFrame, y: np.ndarray) -> dict[str, Any]:
-    """Macro-F1 (+95% bootstrap CI) of every model, the best model of each modality, and the fusion on ``df``."""
-    probas = model.model_probas(df)
+def evaluate_models(
+    model: TrainedModel, df: pd.DataFrame, y: np.ndarray, *, outputs: StackOutputs | None = None
+) -> dict[str, Any]:
+    """Macro-F1 (+95% bootstrap CI) of every model, the best model of each modality, and the fusion on ``df``;
+    ``outputs`` (``model.outputs(df)``) is reused when given, else computed here (once)."""
+    scored = model.outputs(df) if outputs is None else outputs
+    probas = scored.probas
     seed = model.config.seed
     per_model = {
         f"{role}:{name}": _score(y, p, model.classes, seed)
@@ -83,12 +107,12 @@ def evaluate_models(model: TrainedModel, df: pd.DataFrame, y: np.ndarray) -> dic
         scores = [s["macro_f1"] for k, s in per_model.items() if k.startswith(role + ":")]
         if scores:
             per_modality[role] = max(scores)
-    pred = model.predict(df)
+    pred = scored.labels
     fused = score_labels(y, pred, seed=seed)
     per_modality["fusion"] = fused["macro_f1"]
     out = {**fused, "per_modality": per_modality, "per_model": per_model}
     if model.taxonomy is not None:
-        out["taxonomy"] = hierarchy_scores(model, y, pred, model.predict_proba(df))
+        out["taxonomy"] = hierarchy_scores(model, y, pred, scored.fused)
     return out
 
 

@@ -444,11 +444,12 @@ def train(df: pd.DataFrame, config: TrainConfig, *, progress: bool = True) -> Tr
     timings["total"] = round(time.perf_counter() - start, 2)
     if len(va_idx):
         val_df = df.iloc[va_idx].reset_index(drop=True)
-        model.metrics["validation"] = evaluate_models(model, val_df, y_all[va_idx])
+        scored = model.outputs(val_df)  # one pass of the stack for both scores
+        model.metrics["validation"] = evaluate_models(model, val_df, y_all[va_idx], outputs=scored)
         if model.calibration is not None:
             from prodcat.trust_report import score_trust, trust_inputs
 
-            scores = score_trust(model, *trust_inputs(model, val_df), y_all[va_idx])
+            scores = score_trust(model, *trust_inputs(model, val_df, scored), y_all[va_idx])
             model.metrics["validation"]["acceptance"] = scores.get("acceptance")
             model.metrics["validation"]["calibration"] = {
                 k: scores[k] for k in ("before", "after", "coverage_at")

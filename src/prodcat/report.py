@@ -83,12 +83,11 @@ def evaluate_to_dir(
     out.mkdir(parents=True, exist_ok=True)
     y = df["label"].astype(str).to_numpy()
     classes = np.asarray(model.classes).astype(str)
-    metrics = evaluate_models(model, df, y)
+    scored = model.outputs(df)  # each model's probabilities and the fusion, once for the whole report
+    metrics = evaluate_models(model, df, y, outputs=scored)
     metrics["labels_unknown_to_model"] = sorted(set(y) - set(classes.tolist()))
     metrics["label_set"] = label_set(y, classes)
-    probas = model.model_probas(df)
-    fused = model.predict_proba(df)
-    pred = np.asarray(model.predict(df)).astype(str)
+    probas, fused, pred = scored.probas, scored.fused, scored.labels.astype(str)
     col = {c: i for i, c in enumerate(classes.tolist())}
     conf = fused[np.arange(len(pred)), [col[p] for p in pred]]
 
@@ -117,7 +116,7 @@ def evaluate_to_dir(
         i: _row(df, i, y, pred, conf, sources, classes, src) for i, src in zip(shown, thumbs, strict=True)
     }
     f1 = dict(zip(report["class"], report["f1"], strict=True))
-    metrics["calibration"] = write_trust_report(model, df, y, out)
+    metrics["calibration"] = write_trust_report(model, df, y, out, outputs=scored)
     page = render(
         "report.html",
         title=title,

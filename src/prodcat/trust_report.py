@@ -24,31 +24,23 @@ from prodcat.calibration import calibration_scores, reliability_bins, scale_temp
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from prodcat.model import TrainedModel
+    from prodcat.model import StackOutputs, TrainedModel
 
 #: The figures :func:`write_trust_report` writes, by name (the report template's ``trust_figures``).
 TRUST_FIGURES = {"reliability": "reliability.png", "risk_coverage": "risk_coverage.png"}
 
 
 def trust_inputs(
-    model: TrainedModel,
-    df: pd.DataFrame,
-    probas: list[np.ndarray] | None = None,
-    masks: list[Any] | None = None,
+    model: TrainedModel, df: pd.DataFrame, outputs: StackOutputs | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(fused (n, C), predicted codes (n,), availability groups (n,))`` of catalog ``df``; ``probas``/``masks``
-    (from ``model.model_probas_with_masks(df)``) are reused when given."""
-    from prodcat.ensemble import labels_and_proba
-    from prodcat.oof import align_proba
+    """``(fused (n, C), predicted codes (n,), availability groups (n,))`` of catalog ``df``; ``outputs``
+    (``model.outputs(df)``) is reused when given."""
     from prodcat.trust import training_groups
 
-    if probas is None:
-        probas, masks = model.model_probas_with_masks(df)
-    labels, proba = labels_and_proba(model.fuser, np.hstack(probas))
-    fused = align_proba(proba, model.fuser.classes_, model.classes)
+    scored = model.outputs(df) if outputs is None else outputs
     pos = {c: i for i, c in enumerate(model.classes.tolist())}
-    predicted = np.array([pos[v] for v in labels.tolist()], dtype=np.int64)
-    return fused, predicted, training_groups(model.models, df, masks=masks)
+    predicted = np.array([pos[v] for v in scored.labels.tolist()], dtype=np.int64)
+    return scored.fused, predicted, training_groups(model.models, df, masks=scored.masks)
 
 
 def score_trust(
@@ -197,15 +189,21 @@ def risk_coverage_figure(scores: dict[str, Any]) -> Figure:
 
 
 def write_trust_report(
-    model: TrainedModel, df: pd.DataFrame, y: np.ndarray, out_dir: str | Path
+    model: TrainedModel,
+    df: pd.DataFrame,
+    y: np.ndarray,
+    out_dir: str | Path,
+    *,
+    outputs: StackOutputs | None = None,
 ) -> dict[str, Any]:
     """:func:`score_trust` on catalog ``df`` with labels ``y``; writes the reliability and risk-coverage PNGs to
-    ``out_dir``. Returns the scores (for ``metrics.json["calibration"]``)."""
+    ``out_dir``. ``outputs`` (``model.outputs(df)``) is reused when given. Returns the scores (for
+    ``metrics.json["calibration"]``)."""
     from prodcat.evaluate import save_figure
 
-    probas, masks = model.model_probas_with_masks(df)
-    fused, predicted, groups = trust_inputs(model, df, probas, masks)
-    scores = score_trust(model, fused, predicted, groups, y, probas=probas)
+    scored = model.outputs(df) if outputs is None else outputs
+    fused, predicted, groups = trust_inputs(model, df, scored)
+    scores = score_trust(model, fused, predicted, groups, y, probas=scored.probas)
     out = Path(out_dir)
     save_figure(reliability_figure(scores), out / TRUST_FIGURES["reliability"])
     save_figure(risk_coverage_figure(scores), out / TRUST_FIGURES["risk_coverage"])
