@@ -5,7 +5,7 @@ Tasks (real data, read in place from ``../shared/data``):
 - ``fashion``: 12,176 products, 55 classes; text column ``title`` (fashion-full) and ``title_masked``
   (fashion-masked, every word naming a category removed). Read with :func:`prodcat.catalog.read_catalog`.
 - ``rakuten``: ``rakuten/text/labelled_texts.csv``, 4,083 French texts, 27 classes; designation + description
-  cleaned with :func:`prodcat.text.clean.clean_text`.
+  cleaned with :func:`prodcat.clean.clean_text`.
 
 Phases (``--phases``; the cache folder is emptied first with ``--fresh``):
 
@@ -33,9 +33,9 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import f1_score
 
+from prodcat.clean import clean_text
 from prodcat.oof import oof_predict_proba
 from prodcat.registry import create
-from prodcat.text.clean import clean_text
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data"

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from prodcat.text.clean import clean_text, fix_mojibake, join_texts
+from prodcat.clean import clean_text, fix_mojibake, join_texts
 
 
 @pytest.mark.parametrize(

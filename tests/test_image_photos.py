@@ -14,7 +14,7 @@ from PIL import Image
 from prodcat import registry
 from prodcat.catalog import read_catalog
 from prodcat.image.encoders import TinyImageEmbedder
-from prodcat.image.photos import PHOTOS_COLUMN, photo_lists, pool
+from prodcat.photos import PHOTOS_COLUMN, photo_lists, pool
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (40, 50, 230)}
 

@@ -38,10 +38,10 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 
+from prodcat.clean import clean_text, join_texts
 from prodcat.image.decode import is_url
-from prodcat.image.photos import PHOTOS_COLUMN, catalog_photos, split_image_columns
+from prodcat.photos import PHOTOS_COLUMN, catalog_photos, split_image_columns
 from prodcat.taxonomy import Taxonomy, TaxonomyError, canonical_path
-from prodcat.text.clean import clean_text, join_texts
 
 SCHEMA = ("id", "title", "description", "image", "label")
 TITLE_CANDIDATES = ("title", "designation", "name", "product_name", "product_title")

@@ -27,9 +27,9 @@ from sklearn.utils.validation import check_is_fitted
 
 from prodcat import registry
 from prodcat.cache import cached_embed
-from prodcat.image.photos import embed_photos, photo_lists
+from prodcat.clean import clean_text, join_texts
 from prodcat.missing import MissingModalityMixin
-from prodcat.text.clean import clean_text, join_texts
+from prodcat.photos import embed_photos, photo_lists
 
 
 @runtime_checkable

@@ -137,7 +137,7 @@ def oof_cache_key(
         if isinstance(X, pd.DataFrame) and "image" in X:
             # An image replaced under the same path must not reuse results computed from the old file.
             data = (*data, _file_signatures(X["image"]))
-        if isinstance(X, pd.DataFrame) and "images" in X:  # several photos per product (prodcat.image.photos)
+        if isinstance(X, pd.DataFrame) and "images" in X:  # several photos per product (prodcat.photos)
             data = (*data, _file_signatures(pd.Series([p for row in X["images"] for p in row], dtype=object)))
     else:
         data = X

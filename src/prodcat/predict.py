@@ -23,10 +23,10 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from prodcat.clean import clean_text
 from prodcat.ensemble import labels_and_proba
 from prodcat.model import TrainedModel
 from prodcat.oof import align_proba
-from prodcat.text.clean import clean_text
 
 NO_IMAGE_MODEL = "not used: the model has no image model"
 

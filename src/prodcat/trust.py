@@ -176,7 +176,7 @@ def training_groups(
     """(n,) availability group of each catalog row for the fitted ``models`` (as :class:`~prodcat.predict.
     Predictor` reports it: text = a non-empty cleaned title or description; image = decoded by an image model).
     ``masks``: the models' own input masks when already computed (``TrainedModel.model_probas_with_masks``)."""
-    from prodcat.text.clean import clean_text
+    from prodcat.clean import clean_text
 
     roles = {role for _, role, _ in models}
     available: dict[str, np.ndarray] = {}

@@ -28,8 +28,8 @@ from prodcat.cache import cached_embed
 from prodcat.evaluate import macro_f1
 from prodcat.image.activations import LiteActivations, build_lite_net, build_lite_split
 from prodcat.image.finetune import NumpyWeightsMixin
-from prodcat.image.photos import POOLINGS, flatten, photo_lists, pool
 from prodcat.missing import MissingModalityMixin
+from prodcat.photos import POOLINGS, flatten, photo_lists, pool
 from prodcat.splits import holdout_split
 from prodcat.threads import available_cpus, torch_threads
 

@@ -32,10 +32,10 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
+from prodcat.clean import clean_text
 from prodcat.evaluate import macro_f1
 from prodcat.missing import MissingModalityMixin
 from prodcat.splits import holdout_split
-from prodcat.text.clean import clean_text
 from prodcat.threads import available_cpus, torch_threads
 from prodcat.weights import NumpyWeightsMixin
 

@@ -22,11 +22,11 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils.validation import check_is_fitted
 
+from prodcat.clean import clean_text
 from prodcat.missing import MissingModalityMixin
 from prodcat.models import LOGREG_MAX_CLASSES, EmbeddingClassifier, catalog_text, fit_head
 from prodcat.params import Interval, Options, validate_params
 from prodcat.registry import register
-from prodcat.text.clean import clean_text
 
 #: ``classifier="auto"`` also takes ``"sgd"`` when the training texts average more characters than this: on long
 #: descriptions L-BFGS costs several times more for the same macro-F1 (docs/bench/text.md, "Long descriptions").
