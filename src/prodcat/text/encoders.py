@@ -13,12 +13,16 @@ name                package                                  dim   notes
 ``test-tiny``        none                                       32    hashed character trigrams, for tests
 =================== ======================================== ===== ====================================
 
-Threads: each encoder uses ``threads`` cores (default: the cores this process may use) and never more, so a BLAS
-pool and an encoder pool never run on top of each other (on 2 cores USE with 4 threads is ~19x slower).
+Threads: each encoder uses ``threads`` cores (default: the cores this process may use; USE: one) and never more, so
+a BLAS pool and an encoder pool never run on top of each other (on 2 cores USE with 4 threads is ~19x slower).
+USE defaults to one BLAS thread: it multiplies small matrices (at most 384 tokens at a time), where a second
+thread waits more than it computes; on a 2-core machine shared with other jobs one thread embedded 2,048 titles
+3-4x faster than two, and one title 10-40x faster (docs/bench/speed.md). Identical vectors either way.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 from collections.abc import Sequence
@@ -30,7 +34,9 @@ from prodcat.registry import register
 from prodcat.threads import available_cpus
 
 
+@functools.cache
 def _version(dist: str) -> str:
+    """The installed version of ``dist`` (read once per process: the fingerprint is asked for on every call)."""
     try:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
@@ -46,6 +52,7 @@ class _TextEncoder:
 
     name = "base"
     dim = 0
+    default_threads: int | None = None  # threads when ``threads`` is None; None: the cores this process may use
 
     def __init__(self, *, threads: int | None = None) -> None:
         self.threads = threads
@@ -53,7 +60,7 @@ class _TextEncoder:
 
     @property
     def n_threads(self) -> int:
-        return max(1, self.threads or available_cpus())
+        return max(1, self.threads or self.default_threads or available_cpus())
 
     @property
     def fingerprint(self) -> str:
@@ -89,6 +96,7 @@ class USEMultilingual(_TextEncoder):
 
     name = "use-multilingual"
     dim = 512
+    default_threads = 1  # small matrices: a second BLAS thread costs more than it saves (module docstring)
 
     @property
     def fingerprint(self) -> str:
