@@ -52,7 +52,9 @@ class _TextEncoder:
 
     name = "base"
     dim = 0
-    default_threads: int | None = None  # threads when ``threads`` is None; None: the cores this process may use
+    default_threads: int | None = (
+        None  # threads when ``threads`` is None; None: the cores this process may use
+    )
 
     def __init__(self, *, threads: int | None = None) -> None:
         self.threads = threads
