@@ -64,16 +64,26 @@ def export_trees(hgb: Any) -> dict[str, np.ndarray]:
     }
 
 
-def predict_raw(trees: dict[str, np.ndarray], X: np.ndarray, *, chunk: int = 1024) -> np.ndarray:
+#: (row, tree) walks advanced together: bounds the evaluator's working memory (about 40 bytes a walk, ~5 MB)
+#: whatever the number of trees (iterations x classes: 2,420 in a 55-class fashion fuser), and small enough to
+#: stay in the CPU caches (8,192 rows: peak 211 vs 353 MB and 0.88x the CPU of 1,024-row chunks, docs/bench/fusion.md).
+_WALKS_PER_CHUNK = 1 << 17
+
+
+def predict_raw(trees: dict[str, np.ndarray], X: np.ndarray, *, chunk: int | None = None) -> np.ndarray:
     """Raw scores (n, K) of exported trees on ``X`` (n, d): baseline + sum of leaf values of each class's trees.
     A row goes left when ``x <= threshold`` (NaN: by ``missing_left``), as in scikit-learn.
 
     All (row, tree) walks advance one level per step and only the walks not yet at a leaf are carried on, so
     the cost follows the actual path lengths, not the deepest tree (3x faster than stepping every walk).
+    ``chunk`` rows are walked at a time; ``None`` picks it so that about 131k walks are in flight (the working
+    memory stays flat in the number of trees: 1,024 rows at once took 130 MB with 2,420 trees).
     """
     K = len(trees["baseline"])
     roots = trees["roots"]
     T = len(roots)
+    if chunk is None:
+        chunk = max(1, min(1024, _WALKS_PER_CHUNK // max(T, 1)))
     is_leaf, feature, threshold = trees["is_leaf"], trees["feature"], trees["threshold"]
     left, right, missing_left = trees["left"], trees["right"], trees["missing_left"]
     out = np.empty((len(X), K))
