@@ -48,6 +48,7 @@ bench:  ## all benchmarks on ../shared/data (long; about 2 h on 2 cores); result
 	$(PY) benchmarks/bench_scale.py --model $(or $(MODEL),bench-output/pipeline/model-full) --variant text --rows 10000 100000 1000000 --json bench-output/scale.jsonl -- --cache-dir auto
 	$(PY) benchmarks/bench_review.py --json bench-output/review.json
 	$(PY) benchmarks/bench_cache.py
+	$(PY) benchmarks/bench_fuser_batch.py $(or $(MODEL),bench-output/pipeline/model-full)
 
 serve:  ## serve a trained model: make serve MODEL=path/to/model
 	$(VENV)/bin/prodcat serve $(MODEL)
