@@ -132,6 +132,23 @@ def test_log_appends_durably_and_resumes(tmp_path: Path) -> None:
     again.close()
 
 
+def test_formula_like_cells_are_quoted_in_the_file_and_read_back_unchanged(tmp_path: Path) -> None:
+    """A cell a spreadsheet would run (``=``, ``+``, ``-``, ``@``: CSV injection) gets a leading quote on disk;
+    reading strips it, so labels, ids and reviewers come back exactly as given."""
+    path = tmp_path / "D.csv"
+    log = DecisionLog(path)
+    evil = '=HYPERLINK("http://x.example","click")'
+    log.append(Decision(T, "@mallory", "-17", "relabel", "+Shirts", evil, "'quoted"))
+    log.close()
+    cells = path.read_text().splitlines()[1]
+    for raw in ("'@mallory", "'-17", "'+Shirts", "'=HYPERLINK", "''quoted"):
+        assert raw in cells
+    (event,) = DecisionLog(path).events
+    assert (event.reviewer, event.id, event.old_label, event.new_label, event.reason) == (
+        "@mallory", "-17", "+Shirts", evil, "'quoted",
+    )  # fmt: skip
+
+
 def test_a_torn_last_row_is_set_aside(tmp_path: Path) -> None:
     path = tmp_path / "D.csv"
     path.write_text(csv_text(f"{T},ana,a,relabel,Shirts,Jeans,x") + f"{T},ana,b,rel")  # killed mid-write

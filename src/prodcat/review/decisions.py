@@ -14,6 +14,10 @@ latest decision still in effect on that product; its labels repeat the withdrawn
 each product's decision in effect (:func:`replay`); nothing is ever rewritten, so a killed process loses at most
 the row it was writing, which :class:`DecisionLog` notices and sets aside on the next start.
 
+A cell that a spreadsheet would run as a formula (starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage
+return: OWASP's CSV injection list) is written with a leading ``'``, as is one that starts with ``'`` itself;
+reading strips that one quote, so every value comes back as it was given.
+
 :func:`apply_decisions` turns the decisions in effect into a training catalog (``prodcat train --decisions``).
 """
 
@@ -59,9 +63,22 @@ class Decision:
     line: int = 0
 
     def row(self) -> dict[str, str]:
-        """The CSV row (empty strings for missing labels)."""
+        """The CSV row as written (empty strings for missing labels, formula-like cells quoted)."""
         values = asdict(self)
-        return {c: "" if values[c] is None else str(values[c]) for c in COLUMNS}
+        return {c: "" if values[c] is None else _escape(str(values[c])) for c in COLUMNS}
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "'")
+
+
+def _escape(value: str) -> str:
+    """``value`` as written to the file: a leading ``'`` when a spreadsheet would read it as a formula."""
+    return "'" + value if value.startswith(_FORMULA_START) else value
+
+
+def _unescape(value: str) -> str:
+    """Inverse of :func:`_escape`."""
+    return value[1:] if value.startswith("'") and value[1:].startswith(_FORMULA_START) else value
 
 
 def now() -> str:
@@ -74,7 +91,7 @@ def _check_row(row: Mapping[str, Any], line: int) -> tuple[Decision | None, str 
 
     def text(key: str) -> str:
         v = row.get(key)
-        return "" if v is None else str(v).strip()
+        return "" if v is None else _unescape(str(v).strip())
 
     pid, action, old, new = text("id"), text("action").lower(), text("old_label"), text("new_label")
     if not pid:
