@@ -150,3 +150,21 @@ def test_fashion_catalog_reads_with_masked_titles(shared_data: Path) -> None:
     assert not report.missing_image
     assert "title_masked" not in df.columns and "title" in df.columns
     assert df.loc[df["id"] == "1525", "title"].item() == "Puma Deck Navy Blue"
+
+
+def test_summary_checks_every_photo_of_a_product(tmp_path: Path) -> None:
+    """With several photos per product, inspect checks each one (it summarised only the first before)."""
+    for name, size in (("a.png", (30, 20)), ("b.png", (40, 10)), ("c.png", (50, 50))):
+        Image.new("RGB", size).save(tmp_path / name)
+    (tmp_path / "bad.jpg").write_bytes(b"not a jpeg")
+    p = _write(
+        tmp_path,
+        "id,title,image,label\n1,a,a.png;b.png;c.png,x\n2,b,bad.jpg;a.png,x\n3,c,,y\n4,d,bad.jpg,y\n",
+    )
+    df, _ = read_catalog(p)
+    s = summarize(df, progress=False)
+    assert s["images_ok"] == 4  # a, b, c of product 1 and a of product 2
+    assert set(s["images_unreadable"]) == {"2 (photo 1)", "3", "4 (photo 1)"}
+    assert s["products_without_image"] == 2
+    assert s["photos_per_product"] == {0: 1, 1: 1, 2: 1, 3: 1}
+    assert s["image_size"]["max_width"] == 50

@@ -586,33 +586,39 @@ def summarize(df: pd.DataFrame, *, decode: bool = False, progress: bool = True) 
     """Summary of a catalog: rows, class counts, missing texts/images and image size statistics.
 
     Image headers are probed (cheap); with ``decode=True`` every image is fully decoded, which also finds
-    truncated or corrupt pixel data. Unreadable images are listed with their reason.
+    truncated or corrupt pixel data. Unreadable images are listed with their reason (keyed by product id, and
+    ``"<id> (photo k)"`` in a catalog with several photos per product, where every photo is checked).
     """
     from tqdm.auto import tqdm
 
     from prodcat.image.decode import decode_image, probe_image
+    from prodcat.photos import PHOTOS_COLUMN, photo_lists
 
+    multi = PHOTOS_COLUMN in df
+    lists = photo_lists(df)
     sizes: list[tuple[int, int]] = []
     bad: dict[str, str] = {}
-    for pid, path in tqdm(
-        zip(df["id"], df["image"], strict=True),
-        total=len(df),
-        desc="images",
-        disable=not progress,
-        leave=False,
+    without = 0
+    for pid, photos in tqdm(
+        zip(df["id"], lists, strict=True), total=len(df), desc="images", disable=not progress, leave=False
     ):
-        if not isinstance(path, str):  # None or NaN: the row names no image
+        if not photos:  # the row names no image
             bad[pid] = "no image given"
+            without += 1
             continue
-        if decode:
-            d = decode_image(path)
-            ok, size, reason = d.image is not None, d.size, d.reason
-        else:
-            ok, size, reason = probe_image(path)
-        if ok and size:
-            sizes.append(size)
-        else:
-            bad[pid] = reason or "unreadable"
+        readable = 0
+        for k, path in enumerate(photos, start=1):
+            if decode:
+                d = decode_image(path)
+                ok, size, reason = d.image is not None, d.size, d.reason
+            else:
+                ok, size, reason = probe_image(path)
+            if ok and size:
+                sizes.append(size)
+                readable += 1
+            else:
+                bad[f"{pid} (photo {k})" if multi else pid] = reason or "unreadable"
+        without += readable == 0
     labels = df["label"].dropna()
     arr = np.asarray(sizes, dtype=np.int64).reshape(-1, 2)
     stats = {
@@ -631,4 +637,8 @@ def summarize(df: pd.DataFrame, *, decode: bool = False, progress: bool = True) 
         "images_ok": len(arr),
         "images_unreadable": bad,
         "image_size": stats,
+        "products_without_image": without,
+        "photos_per_product": (
+            dict(sorted(pd.Series([len(p) for p in lists]).value_counts().items())) if multi else None
+        ),
     }

@@ -73,7 +73,14 @@ def inspect(
     )
     bad = s["images_unreadable"]
     assert isinstance(bad, dict)
-    typer.echo(f"images readable: {s['images_ok']}   missing/unreadable: {len(bad)}")
+    per = s["photos_per_product"]
+    if isinstance(per, dict):  # several photos per product: every photo is checked
+        listed = ", ".join(f"{k}: {v}" for k, v in per.items())
+        typer.echo(f"photos per product (photos: products): {listed}")
+    typer.echo(
+        f"images readable: {s['images_ok']}   missing/unreadable: {len(bad)}   "
+        f"products without a readable image: {s['products_without_image']}"
+    )
     for pid, reason in list(bad.items())[:10]:
         typer.echo(f"  {pid}: {reason}")
     sz = s["image_size"]
