@@ -30,6 +30,7 @@ import json
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -110,32 +111,66 @@ def warm(df: pd.DataFrame) -> None:
             est.fit(df, df["label"].to_numpy())
 
 
-def one(size: int, *, min_rows: int, repeat: int) -> dict[str, object]:
+def fresh_cache(root: Path) -> Path:
+    """A new cache folder whose embedding and ONNX folders are the default cache's (warm embeddings) and whose
+    training cache (out-of-fold probabilities, fitted models, fusers) starts empty: nothing fitted is reused."""
+    from prodcat.cache import default_cache_dir
+
+    root.mkdir(parents=True, exist_ok=True)
+    for sub in ("embeddings", "onnx"):
+        (default_cache_dir() / sub).mkdir(parents=True, exist_ok=True)
+        (root / sub).symlink_to(default_cache_dir() / sub, target_is_directory=True)
+    return root
+
+
+def one(size: int, *, min_rows: int, repeat: int, folds: int, work: Path) -> dict[str, object]:
+    """Train the ``size`` catalog as ``prodcat train`` does (train, save the bundle), load the bundle and time its
+    predictions; returns the figures."""
+    from prodcat.bundle import load_bundle, save_bundle
     from prodcat.config import load_config
     from prodcat.pipeline import train
 
     df, taxonomy = build(size, min_rows=min_rows, repeat=repeat)
-    cfg = load_config(**{"columns.taxonomy_columns": taxonomy})
+    overrides: dict[str, object] = {
+        "columns.taxonomy_columns": taxonomy,
+        "cache_dir": str(fresh_cache(work / "cache")),
+    }
+    if folds != 5:
+        overrides.update({"n_folds": folds, "calibration.n_folds": folds})
+    cfg = load_config(**overrides)
     t0, c0 = time.perf_counter(), time.process_time()
     model = train(df, cfg, progress=False)
+    bundle = save_bundle(model, work / "bundle", input_schema={"columns": cfg.columns.model_dump()})
     train_s, train_cpu_s = time.perf_counter() - t0, time.process_time() - c0
+    bundle_mb = sum(f.stat().st_size for f in bundle.rglob("*") if f.is_file()) / 2**20
+    rss_train = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    predictor = load_bundle(
+        bundle, cache_dir=cfg.cache_dir
+    )  # embeddings from the cache: the class-bound part
     sample = df.sample(min(2000, len(df)), random_state=0).reset_index(drop=True)
-    model.predict_proba(sample.head(50))  # warm
+    predictor.predict_frame(sample.head(50))  # warm
     t0, c0 = time.perf_counter(), time.process_time()
     model.predict_proba(sample)
-    per_product_ms = (time.perf_counter() - t0) / len(sample) * 1000
-    per_product_cpu_ms = (time.process_time() - c0) / len(sample) * 1000
+    proba_cpu_ms = (time.process_time() - c0) / len(sample) * 1000
+    t0, c0 = time.perf_counter(), time.process_time()
+    frame = predictor.predict_frame(sample)
+    frame_ms = (time.perf_counter() - t0) / len(sample) * 1000
+    frame_cpu_ms = (time.process_time() - c0) / len(sample) * 1000
     val = model.metrics.get("validation", {})
     return {
         "size": size,
         "n_classes": int(model.metrics["n_classes"]),
         "n_rows": len(df),
+        "n_folds": folds,
         "train_s": round(train_s, 1),
         "train_cpu_s": round(train_cpu_s, 1),
         "timings_s": model.metrics["timings_s"],
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-        "predict_ms_per_product": round(per_product_ms, 3),
-        "predict_cpu_ms_per_product": round(per_product_cpu_ms, 3),
+        "peak_rss_mb": round(rss_train),
+        "bundle_mb": round(bundle_mb, 1),
+        "predict_proba_cpu_ms_per_product": round(proba_cpu_ms, 3),
+        "predict_ms_per_product": round(frame_ms, 3),
+        "predict_cpu_ms_per_product": round(frame_cpu_ms, 3),
+        "predicted_auto": round(float((frame["decision"] == "auto").mean()), 4),
         "fusion": type(model.fuser).__name__,
         "macro_f1": val.get("macro_f1"),
         "per_model": {k: v["macro_f1"] for k, v in val.get("per_model", {}).items()},
@@ -151,15 +186,21 @@ def main() -> None:
     ap.add_argument("--jsonl", type=Path, default=Path("bench-output/classes.jsonl"))
     ap.add_argument("--min-rows", type=int, default=7)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--folds", default="", help="SIZE:K,... train these sizes with K folds (e.g. 3000:3)")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--no-warm", action="store_true", help="skip filling the embedding cache first")
     ap.add_argument("--components", type=int, metavar="ROWS", help="time each class-count-bound stage alone")
     args = ap.parse_args()
+    folds = {int(k): int(v) for k, v in (item.split(":") for item in filter(None, args.folds.split(",")))}
     if args.components:
         components([int(s) for s in args.sizes.split(",")], rows=args.components)
         return
     if args.one is not None:
-        print(json.dumps(one(args.one, min_rows=args.min_rows, repeat=args.repeat)))
+        rec = one(
+            args.one, min_rows=args.min_rows, repeat=args.repeat, folds=folds.get(args.one, 5), work=args.work
+        )
+        print(json.dumps(rec))
         return
     if not DATA.is_file():
         raise SystemExit(f"{DATA} not found")
@@ -167,8 +208,19 @@ def main() -> None:
         warm(_catalog())
     args.jsonl.parent.mkdir(parents=True, exist_ok=True)
     for size in [int(s) for s in args.sizes.split(",")]:
-        cmd = [sys.executable, __file__, "--one", str(size), "--min-rows", str(args.min_rows)]
-        proc = subprocess.run([*cmd, "--repeat", str(args.repeat)], capture_output=True, text=True)
+        with tempfile.TemporaryDirectory(prefix=f"bench-classes-{size}-") as work:
+            cmd = [
+                sys.executable,
+                __file__,
+                "--one",
+                str(size),
+                "--min-rows",
+                str(args.min_rows),
+                "--work",
+                work,
+            ]
+            cmd += ["--repeat", str(args.repeat), "--folds", args.folds]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             print(f"size {size} failed:\n{proc.stderr[-3000:]}", file=sys.stderr)
             continue

@@ -100,8 +100,9 @@ def test_every_builtin_config_model_saves_only_allowed_types(
 
 REGISTERED = [
     ("text-model", "tfidf", {}),
-    ("text-model", "tfidf", {"classifier": "sgd"}),  # "auto" above 100 classes (refused before, issue 16)
-    ("text-model", "embed:test-tiny", {"head": "lda"}),  # likewise
+    ("text-model", "tfidf", {"classifier": "sgd"}),  # "auto" on long texts (refused before, issue 16)
+    ("text-model", "tfidf", {"classifier": "grouped"}),  # "auto" above 100 classes
+    ("text-model", "embed:test-tiny", {"head": "lda"}),  # "auto" above 100 classes (refused before)
     ("text-model", "embed:test-tiny", {}),
     ("text-model", "embed:test-tiny", {"head": "mlp", "head_params": {"early_stopping": True}}),
     ("text-model", "embed:test-tiny", {"column": ["title", "description"]}),

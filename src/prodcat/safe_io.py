@@ -52,6 +52,7 @@ _ESTIMATORS = {
         "prodcat.text.models.TfidfTextClassifier",
         "prodcat.image.finetune.ImageFineTuneClassifier",
         "prodcat.image.top.LiteTopClassifier",
+        "prodcat.heads.GroupedClassifier",
         "prodcat.heads.SharedCovarianceClassifier",
         "prodcat.text.finetune.HFTextClassifier",
         "sklearn.feature_extraction.text.TfidfTransformer",
