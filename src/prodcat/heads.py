@@ -14,6 +14,7 @@ from numbers import Integral, Real
 from typing import Any, ClassVar
 
 import numpy as np
+import scipy.sparse as sp
 from scipy.special import log_softmax, softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
@@ -149,7 +150,8 @@ class GroupedClassifier(ClassifierMixin, BaseEstimator):
     Attributes
     ----------
     classes_ (C,), group_of_ (C,) group of each class, group_estimator_ (fitted on group ids, None with one group),
-    estimators_ (per group: fitted on its classes' codes, None when the group holds one class).
+    estimators_ (per group: fitted on its classes' codes, None when the group holds one class), columns_ (per group:
+    with sparse input, the feature columns its estimator reads, those its training rows use; else None).
     """
 
     _constraints: ClassVar[dict[str, list[Any]]] = {
@@ -195,18 +197,20 @@ class GroupedClassifier(ClassifierMixin, BaseEstimator):
         groups = self.group_of_[codes]
         self.group_estimator_ = None if G < 2 else self._stage().fit(X, groups, sample_weight=w)
         self.estimators_: list[Any] = []
+        self.columns_: list[np.ndarray | None] = []  # sparse input: the features a group's rows use
         for g in range(int(self.group_of_.max()) + 1):
             rows = np.flatnonzero(groups == g)
             members = np.flatnonzero(self.group_of_ == g)
+            Xg, cols = _used_columns(X[rows])
             fit = len(members) > 1 and len(np.unique(codes[rows])) > 1
             self.estimators_.append(
-                self._stage().fit(X[rows], codes[rows], sample_weight=w[rows]) if fit else None
+                self._stage().fit(Xg, codes[rows], sample_weight=w[rows]) if fit else None
             )
+            self.columns_.append(cols if fit else None)
         return self
 
     def _groups(self, X: Any, codes: np.ndarray, w: np.ndarray, G: int) -> np.ndarray:
         """(C,) group of each class: balanced spherical k-means of the L2-normalised class mean vectors."""
-        import scipy.sparse as sp
         from sklearn.cluster import KMeans
         from sklearn.preprocessing import normalize
 
@@ -237,15 +241,30 @@ class GroupedClassifier(ClassifierMixin, BaseEstimator):
             else _columns(self.group_estimator_, X, len(self.estimators_))
         )
         out = np.zeros((n, len(self.classes_)))
-        for g, est in enumerate(self.estimators_):
+        Xc = X.tocsc() if sp.issparse(X) else X  # column subsets of CSC are cheap
+        for g, (est, cols) in enumerate(zip(self.estimators_, self.columns_, strict=True)):
             if est is None:  # one class in the group
                 out[:, self.group_of_ == g] = group_p[:, [g]]
             else:
-                out[:, est.classes_] = group_p[:, [g]] * est.predict_proba(X)
+                out[:, est.classes_] = group_p[:, [g]] * est.predict_proba(
+                    Xc if cols is None else Xc[:, cols]
+                )
         return out
 
     def predict(self, X: Any) -> np.ndarray:
         return self.classes_[self.predict_proba(X).argmax(1)]
+
+
+def _used_columns(X: Any) -> tuple[Any, np.ndarray | None]:
+    """Sparse ``X`` restricted to its columns with a stored value, and their indices; dense ``X`` as is, None.
+
+    A group's rows use a small part of the vocabulary: fitting on that part keeps the solver's state (n-grams x
+    classes; L-BFGS spends most of its time updating it) proportional to what the group's rows hold."""
+    if not sp.issparse(X):
+        return X, None
+    X = X.tocsr()
+    cols = np.unique(X.indices)
+    return X[:, cols], cols
 
 
 def _columns(est: Any, X: Any, k: int) -> np.ndarray:
