@@ -39,6 +39,7 @@ bench:  ## all benchmarks on ../shared/data (long; about 2 h on 2 cores); result
 	$(PY) benchmarks/bench_gbdt_predict.py
 	$(PY) benchmarks/bench_pipeline.py --json bench-output/pipeline.json
 	$(PY) benchmarks/bench_startup.py --model bench-output/pipeline/model-full --json bench-output/startup.json
+	$(PY) benchmarks/bench_predict_call.py --model bench-output/pipeline/model-full --json bench-output/predict-call.json
 	$(PY) benchmarks/bench_bundle_load.py bench-output/pipeline/model-full > bench-output/bundle_load.json
 	$(PY) benchmarks/bench_trust.py --rakuten --fashion --json bench-output/trust.json
 	$(PY) benchmarks/bench_report.py --out bench-output/report331 --json bench-output/report331.json

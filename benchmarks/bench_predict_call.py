@@ -16,7 +16,9 @@ import json
 import os
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -31,17 +33,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--calls", type=int, default=200, help="timed single-product calls of each kind")
     p.add_argument("--batch", type=int, default=2048, help="titles in the text-only batch (0: skip)")
     p.add_argument("--repeats", type=int, default=3, help="timed runs of the batch")
+    p.add_argument(
+        "--photo-batch",
+        type=int,
+        default=0,
+        help="also: predict_frame on this many products with photos vs the image model alone on them (0: skip)",
+    )
+    p.add_argument(
+        "--photo-catalog", type=Path, default=None, help="catalog for --photo-batch (default: --catalog)"
+    )
     p.add_argument("--json", type=Path, default=None)
     return p.parse_args(argv)
 
 
-def _median_ms(fn: object, calls: int) -> float:
+def _per_call(fn: Callable[[], object], calls: int) -> tuple[float, float]:
+    """Median wall ms per call, and mean CPU ms per call (this process, all threads: what a loaded machine
+    inflates least)."""
     times = []
+    cpu0 = time.process_time()
     for _ in range(calls):
         start = time.perf_counter()
-        fn()  # type: ignore[operator]
+        fn()
         times.append(time.perf_counter() - start)
-    return round(statistics.median(times) * 1e3, 2)
+    cpu = (time.process_time() - cpu0) / calls
+    return round(statistics.median(times) * 1e3, 2), round(cpu * 1e3, 2)
 
 
 def main(argv: list[str] | None = None) -> dict[str, object]:
@@ -60,7 +75,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     for name, frame in (("text_only", text), ("text_and_photo", both)):
         for _ in range(10):
             predictor.predict_frame(frame)
-        out[f"{name}_ms"] = _median_ms(lambda f=frame: predictor.predict_frame(f), args.calls)
+        wall, cpu = _per_call(lambda f=frame: predictor.predict_frame(f), args.calls)
+        out[f"{name}_ms"], out[f"{name}_cpu_ms"] = wall, cpu
     if args.batch:
         rows = cat.head(args.batch)
         batch = pd.DataFrame(
@@ -72,11 +88,35 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             predictor.predict_frame(batch)
             rates.append(len(batch) / (time.perf_counter() - start))
         out["text_only_batch_per_s"] = round(statistics.median(rates))
+    if args.photo_batch:
+        out["photo_batch"] = photo_batch(predictor, args.photo_catalog or args.catalog, args)
     print(json.dumps(out))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(out, indent=2))
     return out
+
+
+def photo_batch(predictor: Any, catalog: Path, args: argparse.Namespace) -> dict[str, object]:
+    """Products/s of ``predict_frame`` on the first ``--photo-batch`` products (title + photo) and of the bundle's
+    first image model's ``embed`` alone on the same rows (cache off), in turn ``--repeats`` times; the ratios."""
+    from prodcat.catalog import read_catalog
+
+    df, _ = read_catalog(catalog, text_columns=["title"])
+    df = df.head(args.photo_batch).reset_index(drop=True)
+    image = next(est for _, role, est in predictor.model.models if role == "image")
+    image.cache_dir = None
+    runs = []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        image.embed(df)
+        encoder = len(df) / (time.perf_counter() - start)
+        start = time.perf_counter()
+        predictor.predict_frame(df)
+        predict = len(df) / (time.perf_counter() - start)
+        runs.append({"encoder_per_s": round(encoder, 1), "predict_per_s": round(predict, 1)})
+    ratios = [r["predict_per_s"] / r["encoder_per_s"] for r in runs]
+    return {"rows": len(df), "runs": runs, "ratio_median": round(statistics.median(ratios), 3)}
 
 
 if __name__ == "__main__":

@@ -117,14 +117,16 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         baseline = [sys.executable, "-c", "import numpy, sklearn"]
         _wall(predict), _wall(baseline)  # warm-up: page cache, .pyc files
         pairs = [(_wall(predict), _wall(baseline)) for _ in range(args.runs)]
-        serve = [
-            serve_first_response(args.model, row, args.serve_timeout) for _ in range(max(1, args.runs // 2))
+        serve_pairs = [
+            (serve_first_response(args.model, row, args.serve_timeout), _wall(baseline))
+            for _ in range(max(1, args.runs // 2))
         ]
     result = {
         "predict_one_row_s": statistics.median(p for p, _ in pairs),
         "import_numpy_sklearn_s": statistics.median(b for _, b in pairs),
         "ratio": statistics.median(p / b for p, b in pairs),
-        "serve_first_response_s": statistics.median(serve),
+        "serve_first_response_s": statistics.median(s for s, _ in serve_pairs),
+        "serve_ratio": statistics.median(s / b for s, b in serve_pairs),
         "runs": args.runs,
         "load_average": os.getloadavg(),
     }
