@@ -11,16 +11,23 @@ Catalogs, all from the same fashion products (text column ``title``, the product
   so that catalog repeats every product ``--repeat`` times (ids suffixed): its training time is not comparable
   to the others', its per-product prediction cost is.
 
-Each size is trained in its own process with the default config (``prodcat.pipeline.train``, warm embedding
-cache: a first pass fits every embedding model once on all products to fill it), which records its wall time,
-CPU time (``time.process_time``: all threads of the process; on a shared machine the wall time mostly says how
-busy the others were, run with ``OMP_NUM_THREADS=1`` so that idle BLAS threads do not spin), peak resident memory
-(``ru_maxrss``), validation macro-F1 per level and the per-product time of
-``TrainedModel.predict_proba`` (embeddings read from the cache, so what is timed is what grows with the classes:
-heads, fusion) on 2,000 products. One JSON line per size is appended to ``--jsonl``.
+Each size is trained in its own process as ``prodcat train`` does (``prodcat.pipeline.train`` with the default
+config, then ``save_bundle``), with warm embeddings (a first pass fits every embedding model once on all products
+to fill the embedding cache) and an empty training cache (a fresh folder whose embedding folders link to the
+default cache: no out-of-fold result or fitted model is reused). It records the wall time, CPU time
+(``time.process_time``: all threads of the process; on a shared machine the wall time mostly says how busy the
+others were, run with ``OMP_NUM_THREADS=1`` so that idle BLAS threads do not spin), peak resident memory
+(``ru_maxrss``), bundle size, validation macro-F1 per level, then loads the bundle and times
+``Predictor.predict_frame`` (fused labels, calibrated confidence and decision, top 5, taxonomy path and back-off)
+on 2,000 products, embeddings read from the cache, so what is timed is what grows with the classes. One JSON
+line per size is appended to ``--jsonl``; ``--keep-in DIR`` keeps each size's bundle and training cache in
+``DIR/<size>`` (``bench_class_fusion.py`` reads them). ``--folds 3000:3`` trains a size with fewer folds (the
+3,000-leaf catalog, whose leaves have few products: its prediction cost is the figure that counts).
 
-    OMP_NUM_THREADS=1 nice -n 5 python benchmarks/bench_classes.py --sizes 55,1000,331,3000 \
+    OMP_NUM_THREADS=1 nice -n 5 python benchmarks/bench_classes.py --sizes 55,1000,331 \
         --jsonl bench-output/classes.jsonl
+    OMP_NUM_THREADS=1 nice -n 5 python benchmarks/bench_classes.py --sizes 3000 --min-rows 5 --repeat 2 \
+        --folds 3000:3 --jsonl bench-output/classes.jsonl
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -182,7 +190,7 @@ def one(size: int, *, min_rows: int, repeat: int, folds: int, work: Path) -> dic
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--sizes", default="55,1000,331,3000")
+    ap.add_argument("--sizes", default="55,1000,331")
     ap.add_argument("--jsonl", type=Path, default=Path("bench-output/classes.jsonl"))
     ap.add_argument("--min-rows", type=int, default=7)
     ap.add_argument("--repeat", type=int, default=3)
@@ -190,6 +198,9 @@ def main() -> None:
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--no-warm", action="store_true", help="skip filling the embedding cache first")
+    ap.add_argument(
+        "--keep", action="store_true", help="keep each size's bundle and training cache (path printed)"
+    )
     ap.add_argument("--components", type=int, metavar="ROWS", help="time each class-count-bound stage alone")
     args = ap.parse_args()
     folds = {int(k): int(v) for k, v in (item.split(":") for item in filter(None, args.folds.split(",")))}
@@ -208,19 +219,19 @@ def main() -> None:
         warm(_catalog())
     args.jsonl.parent.mkdir(parents=True, exist_ok=True)
     for size in [int(s) for s in args.sizes.split(",")]:
-        with tempfile.TemporaryDirectory(prefix=f"bench-classes-{size}-") as work:
-            cmd = [
-                sys.executable,
-                __file__,
-                "--one",
-                str(size),
-                "--min-rows",
-                str(args.min_rows),
-                "--work",
-                work,
-            ]
-            cmd += ["--repeat", str(args.repeat), "--folds", args.folds]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
+        if args.keep_in:
+            shutil.rmtree(args.keep_in / str(size), ignore_errors=True)
+            (args.keep_in / str(size)).mkdir(parents=True)
+        work = (
+            str(args.keep_in / str(size))
+            if args.keep_in
+            else tempfile.mkdtemp(prefix=f"bench-classes-{size}-")
+        )
+        cmd = [sys.executable, __file__, "--one", str(size), "--min-rows", str(args.min_rows), "--work", work]
+        cmd += ["--repeat", str(args.repeat), "--folds", args.folds]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if not args.keep_in:
+            shutil.rmtree(work, ignore_errors=True)
         if proc.returncode != 0:
             print(f"size {size} failed:\n{proc.stderr[-3000:]}", file=sys.stderr)
             continue
