@@ -138,3 +138,15 @@ def test_grouped_classifier_balanced_weights_and_one_group() -> None:
     np.testing.assert_allclose(one.predict_proba(X), flat.predict_proba(X), atol=1e-6)
     with pytest.raises(ValueError, match="n_groups"):
         GroupedClassifier(n_groups=0).fit(X, y)
+
+
+def test_grouped_classifier_on_a_group_whose_rows_hold_no_feature() -> None:
+    import scipy.sparse as sp
+
+    X, y = _families(200, 10, 2, 2, seed=5)
+    X[y >= 2] = (
+        0  # two classes whose rows are all empty (texts whose n-grams were all too rare) share a group
+    )
+    est = GroupedClassifier(n_groups=2, max_group_size=1.0).fit(sp.csr_matrix(X), y)
+    assert est.group_of_[2] == est.group_of_[3] != est.group_of_[0]
+    np.testing.assert_allclose(est.predict_proba(sp.csr_matrix(X)).sum(1), 1.0, atol=1e-9)

@@ -263,7 +263,7 @@ def _used_columns(X: Any) -> tuple[Any, np.ndarray | None]:
     if not sp.issparse(X):
         return X, None
     X = X.tocsr()
-    cols = np.unique(X.indices)
+    cols = np.unique(X.indices) if X.nnz else np.zeros(1, dtype=np.int64)  # a solver needs one column
     return X[:, cols], cols
 
 
