@@ -20,6 +20,7 @@ import argparse
 import json
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -33,16 +34,22 @@ from prodcat.registry import create
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_text import DEFAULT_DATA, fashion_tasks, rakuten_task
 
-TFIDF = "tfidf"
-#: (group, label, params of the tfidf text model); cheap first: a run cut short still answers the most
-GRID: list[tuple[str, str, dict[str, Any]]] = [
-    ("classifier", "sgd", {"classifier": "sgd"}),
-    *[("truncate", f"sgd, max_chars {n}", {"classifier": "sgd", "max_chars": n}) for n in (2000, 1000, 500)],
-    ("caps", "sgd, max_features 50k", {"classifier": "sgd", "max_features": 50_000}),
-    ("caps", "sgd, min_df 3", {"classifier": "sgd", "min_df": 3}),
-    ("default", "auto, max_chars 2000 (default)", {"max_chars": 2000}),
-    ("classifier", "logreg (L-BFGS, whole texts: the default until now)", {"classifier": "logreg"}),
-    ("truncate", "logreg, max_chars 2000", {"classifier": "logreg", "max_chars": 2000}),
+TFIDF, USE = "tfidf", "embed:use-multilingual"
+#: (group, label, text model, its params); cheap first: a run cut short still answers the most
+GRID: list[tuple[str, str, str, dict[str, Any]]] = [
+    ("classifier", "sgd", TFIDF, {"classifier": "sgd"}),
+    *[
+        ("truncate", f"sgd, max_chars {n}", TFIDF, {"classifier": "sgd", "max_chars": n})
+        for n in (2000, 1000, 500)
+    ],
+    ("caps", "sgd, max_features 50k", TFIDF, {"classifier": "sgd", "max_features": 50_000}),
+    ("caps", "sgd, min_df 3", TFIDF, {"classifier": "sgd", "min_df": 3}),
+    ("default", "auto, max_chars 2000 (default)", TFIDF, {"max_chars": 2000}),
+    ("classifier", "logreg (L-BFGS, whole texts: the default until now)", TFIDF, {"classifier": "logreg"}),
+    ("truncate", "logreg, max_chars 2000", TFIDF, {"classifier": "logreg", "max_chars": 2000}),
+    # USE, each from an empty embedding cache (the cold embedding is most of its cost)
+    *[("use", f"use, max_chars {n}", USE, {"max_chars": n}) for n in (300, 500, 1000, 2000)],
+    ("use", "use, whole texts", USE, {}),
 ]
 
 
@@ -65,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         default="rakuten-texts",
         help="the long Rakuten texts (default), or fashion titles: a default must not lose on short titles",
     )
-    parser.add_argument("--groups", default="classifier,truncate,caps,default")
+    parser.add_argument("--groups", default="classifier,truncate,caps,default", help="or use (USE max_chars)")
     parser.add_argument(
         "--only",
         default=None,
@@ -74,6 +81,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-splits", type=int, default=5)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--json", type=Path, default=None, help="write all result rows here")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="encoder threads (default: the cores this process may use); 1 with OMP_NUM_THREADS=1 and "
+        "OPENBLAS_NUM_THREADS=1 gives the single-core cost on a machine shared with other jobs",
+    )
+    parser.add_argument(
+        "--fuse-with-default",
+        action="store_true",
+        help="also score each configuration averaged with the default tfidf's OOF probabilities (computed once, "
+        "kept in the user's OOF cache)",
+    )
     args = parser.parse_args(argv)
 
     if not args.data.is_dir():
@@ -83,13 +103,22 @@ def main(argv: list[str] | None = None) -> int:
     X, y = tasks[args.task]
     groups = args.groups.split(",")
     rows: list[dict[str, Any]] = []
-    for group, label, params in GRID:
+    base = _default_tfidf_oof(X, y, args) if args.fuse_with_default else None
+    for group, label, name, params in GRID:
         if group not in groups or (args.only and label not in args.only.split(",")):
             continue
-        model = create("text-model", TFIDF, random_state=args.seed, **params)
-        start, cpu = time.perf_counter(), time.process_time()
-        res = oof_predict_proba(model, X, y, n_splits=args.n_splits, seed=args.seed, refit=False, desc=label)
-        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+        with tempfile.TemporaryDirectory(prefix="bench-text-long-") as cold:
+            extra: dict[str, Any] = {}
+            if name != TFIDF:
+                extra["cache_dir"] = cold
+                if args.threads:
+                    extra["embedder_params"] = {"threads": args.threads}
+            model = create("text-model", name, random_state=args.seed, **params, **extra)
+            start, cpu = time.perf_counter(), time.process_time()
+            res = oof_predict_proba(
+                model, X, y, n_splits=args.n_splits, seed=args.seed, refit=False, desc=label
+            )
+            seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
         row = {
             "task": args.task,
             "group": group,
@@ -97,20 +126,40 @@ def main(argv: list[str] | None = None) -> int:
             "params": params,
             **score(y, res.proba, res.classes),
         }
+        if base is not None:  # the mean of this model's and the default tfidf's OOF probabilities
+            row["fused_with_tfidf_macro_f1"] = score(y, (res.proba + base) / 2, res.classes)["macro_f1"]
         row["seconds"], row["cpu_seconds"] = round(seconds, 1), round(cpu, 1)
         print(json.dumps(row), flush=True)
         rows.append(row)
         _write(args.json, rows, len(y))
 
-    print("\n| task | group | configuration | OOF macro-F1 | accuracy | CPU s (5 folds) | wall s |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "\n| task | group | configuration | OOF macro-F1 | accuracy | + default tfidf (mean) | CPU s | wall s |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        wall = f"{r['seconds']:.1f}"
+        fused = r.get("fused_with_tfidf_macro_f1")
         print(
             f"| {args.task} | {r['group']} | {r['config']} | {r['macro_f1']:.4f} | {r['accuracy']:.4f} | "
-            f"{r['cpu_seconds']:.1f} | {wall} |"
+            f"{'' if fused is None else f'{fused:.4f}'} | {r['cpu_seconds']:.1f} | {r['seconds']:.1f} |"
         )
     return 0
+
+
+def _default_tfidf_oof(X: Any, y: np.ndarray, args: Any) -> np.ndarray:
+    """OOF probabilities of the default tfidf (``max_chars`` 2000, classifier auto), from the OOF cache."""
+    model = create("text-model", TFIDF, random_state=args.seed, max_chars=2000)
+    res = oof_predict_proba(
+        model,
+        X,
+        y,
+        n_splits=args.n_splits,
+        seed=args.seed,
+        refit=False,
+        cache_dir="auto",
+        desc="default tfidf",
+    )
+    return res.proba
 
 
 def _write(path: Path | None, rows: list[dict[str, Any]], n: int) -> None:

@@ -174,3 +174,29 @@ def test_expand_proba_orders_and_fills() -> None:
     )
     np.testing.assert_allclose(out, [[0.0, 0.25, 0.0, 0.75]])
     assert out.dtype == np.float64
+
+
+def test_max_chars_embeds_the_start_of_each_text() -> None:
+    X, y = toy_catalog()
+    # A tail past the first 12 characters: cut, two products that differ only there get the same vector.
+    tails = X.assign(description=[f"tail {i} " * 40 for i in range(len(X))])
+    cut = tiny(max_chars=12).fit(tails, y)
+    assert max(len(t) for t in cut._items(tails, "text")) == 12
+    Z, ok = cut.embed(tails)
+    same_start = tails.assign(title=tails["title"].iloc[0], description=tails["description"])
+    Z_same, _ = cut.embed(same_start)
+    assert ok.all() and np.allclose(Z_same, Z_same[0]) and not np.allclose(Z, Z[0])
+    whole = tiny().fit(tails, y)
+    assert not np.allclose(whole.embed(same_start)[0], whole.embed(same_start)[0][0])
+    # predicting reads the cut texts too: what lies past the cut (here every description) changes nothing
+    np.testing.assert_allclose(cut.predict_proba(X), cut.predict_proba(tails))
+    # a named column is cut too
+    described = tiny(column="description", max_chars=5).fit(tails, y)
+    assert max(len(t) for t in described._items(tails, "description")) == 5
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, "500", True])
+def test_max_chars_must_be_a_positive_int(bad: object) -> None:
+    with pytest.raises(ValueError, match="max_chars"):
+        tiny(max_chars=bad).check_params()
+    tiny(max_chars=None).check_params()

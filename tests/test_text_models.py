@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -194,3 +195,34 @@ def test_model_saved_before_new_parameters_existed_loads_with_their_defaults() -
     fill_new_params(model)
     assert model.get_params()["max_chars"] is None and model.get_params()["classifier"] == "auto"
     np.testing.assert_allclose(model.predict_proba(X), expected)
+
+
+def test_tfidf_fit_analyses_each_training_text_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # fit used to analyse the training texts twice (vectorizer.fit, then transform for the classifier): on long
+    # descriptions the character n-grams are most of the fit's cost.
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    X, y = toy_catalog()
+    calls: list[str] = []
+    build = TfidfVectorizer.build_analyzer
+
+    def counting(self: TfidfVectorizer) -> Any:
+        analyse = build(self)
+
+        def wrapped(doc: str) -> Any:
+            calls.append(doc)
+            return analyse(doc)
+
+        return wrapped
+
+    monkeypatch.setattr(TfidfVectorizer, "build_analyzer", counting)
+    model = TfidfTextClassifier().fit(X, y)
+    texts = model._texts(X)
+    assert len(calls) == 2 * len(texts)  # once per vectorizer (word and char)
+    monkeypatch.undo()
+    # the classifier learnt from exactly the features a transform of the same texts gives
+    features = model._features(texts)
+    reference = clone(model.linear_).fit(features, y)
+    np.testing.assert_allclose(
+        model.linear_.predict_proba(features), reference.predict_proba(features), rtol=1e-4, atol=1e-6
+    )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Sequence
+from numbers import Integral
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -29,6 +30,7 @@ from prodcat import registry
 from prodcat.cache import cached_embed
 from prodcat.clean import clean_text, join_texts
 from prodcat.missing import MissingModalityMixin
+from prodcat.params import Interval, validate_params
 from prodcat.photos import embed_photos, photo_lists
 
 
@@ -115,6 +117,11 @@ def catalog_text(X: pd.DataFrame) -> list[str]:
     return [join_texts(clean_text(t), clean_text(d)) for t, d in zip(titles, descs, strict=True)]
 
 
+def truncate(texts: list[str], max_chars: int | None) -> list[str]:
+    """``texts`` cut to their first ``max_chars`` characters (all of them for None)."""
+    return texts if max_chars is None else [t[:max_chars] for t in texts]
+
+
 class EmbeddingClassifier(MissingModalityMixin, ClassifierMixin, BaseEstimator):
     """Frozen embedder + trained head on one or more catalog columns.
 
@@ -135,6 +142,10 @@ class EmbeddingClassifier(MissingModalityMixin, ClassifierMixin, BaseEstimator):
     modality : ``"text"`` or ``"image"``; ``None`` infers it (``column="image"`` -> image, else the text
         registry is tried first).
     embedder_params : keyword arguments of the embedder factory (e.g. ``{"threads": 2}``).
+    max_chars : text only: embed the first ``max_chars`` characters of each cleaned text (title first, so long
+        descriptions are what is cut); None embeds whole texts. A text encoder's cost grows with the text's length
+        (USE: linearly in its tokens); on the Rakuten descriptions the start carries the category
+        (docs/bench/text.md, "Long descriptions").
     progress : show a progress bar while embedding.
     random_state : seed of the head.
 
@@ -158,6 +169,7 @@ class EmbeddingClassifier(MissingModalityMixin, ClassifierMixin, BaseEstimator):
         batch_size: int = 256,
         modality: str | None = None,
         embedder_params: dict[str, Any] | None = None,
+        max_chars: int | None = None,
         progress: bool = False,
         random_state: int | None = 0,
     ) -> None:
@@ -169,6 +181,7 @@ class EmbeddingClassifier(MissingModalityMixin, ClassifierMixin, BaseEstimator):
         self.batch_size = batch_size
         self.modality = modality
         self.embedder_params = embedder_params
+        self.max_chars = max_chars
         self.progress = progress
         self.random_state = random_state
 
@@ -196,7 +209,7 @@ class EmbeddingClassifier(MissingModalityMixin, ClassifierMixin, BaseEstimator):
         if not isinstance(X, pd.DataFrame):  # a bare sequence of items stands for the single column
             items = list(X)
         elif column == "text" and "text" not in X:
-            return catalog_text(X)
+            return truncate(catalog_text(X), self.max_chars)
         elif column not in X:
             raise KeyError(
                 f"column {column!r} not in the catalog (columns: {', '.join(map(str, X.columns))})"
@@ -204,7 +217,7 @@ class EmbeddingClassifier(MissingModalityMixin, ClassifierMixin, BaseEstimator):
         else:
             items = X[column].tolist()
         if self.modality_ == "text":
-            return [clean_text(t) for t in items]
+            return truncate([clean_text(t) for t in items], self.max_chars)
         return [None if isinstance(it, float) and np.isnan(it) else it for it in items]
 
     def backbone(self) -> Any:
@@ -246,6 +259,7 @@ class EmbeddingClassifier(MissingModalityMixin, ClassifierMixin, BaseEstimator):
         """Raise ``ValueError`` naming the bad setting when the embedder or head cannot be built from the
         parameters. Cheap (embedders load their weights lazily): the pipeline calls it for every configured model
         before training any, so a typo fails at once instead of after the earlier models' work."""
+        validate_params(self, {"max_chars": [Interval(Integral, 1, None, closed="left"), None]})
         try:
             self._build_embedder()
         except TypeError as e:  # an unknown embedder_params key

@@ -24,7 +24,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from prodcat.clean import clean_text
 from prodcat.missing import MissingModalityMixin
-from prodcat.models import LOGREG_MAX_CLASSES, EmbeddingClassifier, catalog_text, fit_head
+from prodcat.models import LOGREG_MAX_CLASSES, EmbeddingClassifier, catalog_text, fit_head, truncate
 from prodcat.params import Interval, Options, validate_params
 from prodcat.registry import register
 
@@ -124,7 +124,7 @@ class TfidfTextClassifier(MissingModalityMixin, ClassifierMixin, BaseEstimator):
             texts = catalog_text(X)
         else:
             texts = [clean_text(t) for t in X[self.column]]
-        return texts if self.max_chars is None else [t[: self.max_chars] for t in texts]
+        return truncate(texts, self.max_chars)
 
     def _features(self, texts: list[str]) -> sp.csr_matrix:
         return sp.hstack([self.word_.transform(texts), self.char_.transform(texts)], format="csr")
@@ -227,8 +227,11 @@ class TfidfTextClassifier(MissingModalityMixin, ClassifierMixin, BaseEstimator):
         self.word_, self.char_ = self._vectorizers(
             self.min_df if len(kept) >= 10 * self.min_df else 1, len(np.unique(y[has]))
         )
+        blocks = []
         for vectorizer in (self.word_, self.char_):
-            vectorizer.fit(kept or [""])
+            # fit_transform: the training texts are analysed into n-grams once (fit then transform analysed
+            # them twice; on long descriptions the character n-grams are most of the fit's cost)
+            blocks.append(vectorizer.fit_transform(kept or [""]))
             # sklearn stores numpy int64 column indices; skops would save each as its own array (a 20k-term
             # vocabulary took 11 s to load). Plain ints are stored inline.
             vectorizer.vocabulary_ = {term: int(j) for term, j in vectorizer.vocabulary_.items()}
@@ -236,7 +239,7 @@ class TfidfTextClassifier(MissingModalityMixin, ClassifierMixin, BaseEstimator):
         if len(np.unique(y[has])) >= 2:
             sw = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)[has]
             linear = self._classifier(len(np.unique(y[has])), float(np.mean([len(t) for t in kept])))
-            self.linear_ = fit_head(linear, self._features(kept), y[has], sw)
+            self.linear_ = fit_head(linear, sp.hstack(blocks, format="csr"), y[has], sw)
         self.only_class_ = self._only_class(y[has])
         return self
 
