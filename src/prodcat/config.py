@@ -108,7 +108,7 @@ class TrainConfig(BaseModel):
     text_models: list[ModelSpec] = Field(
         default_factory=lambda: [
             ModelSpec(name="tfidf", params={"max_chars": 2000}),
-            ModelSpec(name="embed:use-multilingual"),
+            ModelSpec(name="embed:use-multilingual", params={"max_chars": 2000}),
         ]
     )
     image_models: list[ModelSpec] = Field(
