@@ -418,3 +418,30 @@ def test_paper_mlp_hard_vote_is_the_nets_majority_and_soft_the_argmax_of_their_m
     np.testing.assert_allclose(hard.predict_proba(X), nets.mean(0))
     soft = _make("paper-mlp", voting="soft").fit(X, y)  # type: ignore[attr-defined]
     np.testing.assert_array_equal(soft.predict(X), soft.classes_[soft.predict_proba(X).argmax(1)])
+
+
+def test_gbdt_boosts_on_one_openmp_thread_with_the_same_trees(
+    data: dict[str, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two OpenMP threads on these small inputs made every fit of the fusion and of its calibration cross-fitting
+    # ~10x slower on a busy machine; the boosting now runs on one thread, and the trees do not depend on it.
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    import prodcat.fusion.gbdt as gbdt
+
+    seen: list[int] = []
+    fit = HistGradientBoostingClassifier.fit
+
+    def recording(self: HistGradientBoostingClassifier, *args: object, **kwargs: object) -> object:
+        seen.extend(int(p["num_threads"]) for p in threadpool_info() if p["user_api"] == "openmp")
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(HistGradientBoostingClassifier, "fit", recording)
+    X, y = np.hstack([data["good"], data["weak"]]), data["y"]
+    with threadpool_limits(limits=2, user_api="openmp"):  # what the process would use on 2 cores
+        one = _make("gbdt", max_iter=15).fit(X, y)  # type: ignore[attr-defined]
+        monkeypatch.setattr(gbdt, "BOOSTING_THREADS", 2)
+        two = _make("gbdt", max_iter=15).fit(X, y)  # type: ignore[attr-defined]
+    assert seen[0] == 1 and seen[-1] == 2
+    np.testing.assert_array_equal(one.predict_proba(X), two.predict_proba(X))

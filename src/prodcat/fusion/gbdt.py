@@ -28,6 +28,12 @@ from scipy.special import expit, softmax
 from prodcat.fusion.decision import DecisionFusion
 from prodcat.params import Interval
 
+#: OpenMP threads of the boosting. One: the fusion inputs are small (thousands of rows, a few hundred columns), so
+#: each split's parallel region is short and its threads wait on one another; on a machine busy with other work
+#: (or with the pipeline's own BLAS and encoder threads) two threads made each fit ~10x slower in wall time than
+#: one (docs/bench/speed.md, "Training"). The trees are the same with any thread count.
+BOOSTING_THREADS = 1
+
 _TREE_FIELDS = ("feature_idx", "num_threshold", "missing_go_to_left", "left", "right", "is_leaf", "value")
 
 
@@ -207,6 +213,8 @@ class GBDTFusion(DecisionFusion):
         if len(np.unique(codes)) < 2:
             raise ValueError(f"{type(self).__name__} needs at least 2 classes in y, got one class")
         early_stopping = self.early_stopping and self._holdout_fits(codes)
+        from threadpoolctl import threadpool_limits
+
         F = self._features(X)
         hgb = HistGradientBoostingClassifier(
             max_iter=self.max_iter,
@@ -218,7 +226,9 @@ class GBDTFusion(DecisionFusion):
             validation_fraction=self.validation_fraction if early_stopping else None,
             n_iter_no_change=self.n_iter_no_change,
             random_state=self.seed,
-        ).fit(F, codes, sample_weight=sample_weight)
+        )
+        with threadpool_limits(limits=BOOSTING_THREADS, user_api="openmp"):
+            hgb.fit(F, codes, sample_weight=sample_weight)
         self.trees_ = export_trees(hgb)
         self.seen_classes_ = np.asarray(hgb.classes_, dtype=np.int64)  # codes present in y
         self.n_iter_ = int(hgb.n_iter_)
