@@ -92,3 +92,29 @@ def test_embed_on_ray_fills_the_cache_training_reads(
                                       for it, good in zip(items, ok, strict=True)])  # fmt: skip
         assert ok.sum() > 200 and found.sum() == ok.sum(), f"{role}: {int(ok.sum() - found.sum())} not cached"
         np.testing.assert_allclose(stored[ok], local[ok], atol=1e-6)
+
+
+def test_order_is_preserved_from_the_read_on(
+    tiny_bundle: Path, demo_catalog: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Ray dataset copies the DataContext when it is created, so ``preserve_order`` must be set before the
+    catalog is read (set after it, the output order was left to chance and CI once saw rows out of order)."""
+    import ray.data
+
+    import prodcat.ray_engine as engine
+
+    seen: list[bool] = []
+    real = engine.read_catalog_dataset
+
+    def spy(*args: object, **kwargs: object) -> object:
+        seen.append(ray.data.DataContext.get_current().execution_options.preserve_order)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    ray.data.DataContext.get_current().execution_options.preserve_order = False
+    monkeypatch.setattr(engine, "read_catalog_dataset", spy)
+    out = tmp_path / "p.parquet"
+    result = runner.invoke(
+        app, ["predict", str(tiny_bundle), str(demo_catalog), "--out", str(out), "--engine", "ray"]
+    )
+    assert result.exit_code == 0, result.output
+    assert seen == [True]

@@ -168,8 +168,10 @@ def predict_catalog(
 
     from prodcat.cache import resolve_cache_dir
 
-    ds, cmap = read_catalog_dataset(catalog, **columns)
+    # Before the read: a dataset keeps a copy of the context as it was when it was created (ray.data's
+    # read_api copies it), so setting the order afterwards did nothing and the output order was left to chance.
     ray.data.DataContext.get_current().execution_options.preserve_order = True
+    ds, cmap = read_catalog_dataset(catalog, **columns)
     preds = ds.map_batches(
         CatalogPredictor,
         fn_constructor_kwargs={
