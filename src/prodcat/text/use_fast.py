@@ -80,8 +80,7 @@ def _prepare(folder: Path, threads: int) -> tuple[Any, Any]:
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder.parent))
         state = {k: getattr(tok, k) for k in _TOKENIZER_FIELDS}
         state["pieces"], state["prefixes"] = tok._pieces, tok._prefixes
-        state["charsmap"] = _charsmap(sp_path.read_bytes())
-        charsmap = state.pop("charsmap")
+        charsmap = _charsmap(sp_path.read_bytes())
         state["has_charsmap"] = charsmap is not None
         (tmp / "charsmap.bin").write_bytes(charsmap or b"")
         (tmp / "tokenizer.json").write_text(json.dumps(state, ensure_ascii=False), encoding="utf-8")
