@@ -6,8 +6,10 @@ probabilities, reused, not refitted) and its bundle (the fitted models, for the 
 on the same inputs:
 
 - ``mean``: weighted geometric mean, m weights fitted on log-loss then macro-F1 (prodcat's ``mean``);
-- ``log-linear``: ``softmax_c(sum_k a[k, c] log p_k(c) + b[c])``, a weight per model and class plus a class
-  bias (``m*C + C`` parameters: the cost of a pass is ``n*m*C``, like ``mean``), L2 towards ``mean``'s weights;
+- ``log-linear``: prodcat's ``log-linear`` (:class:`prodcat.fusion.LogLinearFusion`),
+  ``softmax_c(sum_k a[k, c] log p_k(c) + b[c])``, a weight per model and class plus a class bias (``m*C + C``
+  parameters: the cost of a pass is ``n*m*C``, like ``mean``), L2 towards ``mean``'s weights; the default
+  ensemble above 100 classes;
 - ``logistic[log]``: prodcat's ``logistic`` stacking on log-probabilities, an ``(m*C, C)`` weight matrix
   (``C^2``: 331 classes x 993 inputs), at most ``--logistic-iter`` L-BFGS iterations (``--logistic-iter 0``
   leaves it out).
@@ -28,57 +30,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.optimize import minimize
-from scipy.special import log_softmax, softmax
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-EPS = 1e-6
-
-
-class LogLinearFusion:
-    """``softmax_c(sum_k a[k, c] log p_k(c) + b[c])`` fitted by L-BFGS on log-loss + ``l2 * (|a - a0|^2 + |b|^2)``,
-    ``a0`` the weights of prodcat's ``mean`` (log pooling) on the same rows."""
-
-    def __init__(self, n_models: int, l2: float = 1e-3) -> None:
-        self.n_models = n_models
-        self.l2 = l2
-
-    def fit(self, X: np.ndarray, y: np.ndarray) -> LogLinearFusion:
-        from prodcat.fusion import MeanFusion
-
-        self.classes_, codes = np.unique(y, return_inverse=True)
-        m, C = self.n_models, len(self.classes_)
-        L = np.log(np.clip(X.reshape(len(X), m, C), EPS, 1))
-        a0 = MeanFusion(n_models=m, weights="fit", objective="log_loss").fit(X, y).weights_
-        start = np.concatenate([np.repeat(a0, C), np.zeros(C)])
-        onehot = np.zeros((len(y), C))
-        onehot[np.arange(len(y)), codes] = 1.0
-
-        def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
-            a, b = theta[: m * C].reshape(m, C), theta[m * C :]
-            z = np.einsum("nmc,mc->nc", L, a) + b
-            logp = log_softmax(z, axis=1)
-            r = (np.exp(logp) - onehot) / len(y)  # d mean-nll / dz
-            d = theta - start
-            grad = np.concatenate([np.einsum("nmc,nc->mc", L, r).ravel(), r.sum(0)]) + self.l2 * d
-            return float(-(logp * onehot).sum() / len(y) + 0.5 * self.l2 * d @ d), grad
-
-        theta = minimize(loss, start, jac=True, method="L-BFGS-B", options={"maxiter": 300}).x
-        self.a_, self.b_ = theta[: m * C].reshape(m, C), theta[m * C :]
-        return self
-
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        L = np.log(np.clip(X.reshape(len(X), self.n_models, len(self.classes_)), EPS, 1))
-        return np.asarray(softmax(np.einsum("nmc,mc->nc", L, self.a_) + self.b_, axis=1))
-
 
 def fusers(m: int, logistic_iter: int) -> dict[str, Any]:
-    from prodcat.fusion import LogisticFusion, MeanFusion
+    from prodcat.fusion import LogisticFusion, LogLinearFusion, MeanFusion
 
     out: dict[str, Any] = {
         "mean": lambda: MeanFusion(n_models=m),
-        "log-linear": lambda: LogLinearFusion(m),
+        "log-linear": lambda: LogLinearFusion(n_models=m),
     }
     if logistic_iter:
         out["logistic[log]"] = lambda: LogisticFusion(n_models=m, features="log", max_iter=logistic_iter)

@@ -200,7 +200,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--no-warm", action="store_true", help="skip filling the embedding cache first")
     ap.add_argument(
-        "--keep", action="store_true", help="keep each size's bundle and training cache (path printed)"
+        "--keep-in", type=Path, metavar="DIR", help="keep each size's bundle and training cache in DIR/<size>"
     )
     ap.add_argument("--components", type=int, metavar="ROWS", help="time each class-count-bound stage alone")
     ap.add_argument(

@@ -14,6 +14,7 @@ from prodcat.fusion import (
     FeatureFusion,
     GBDTFusion,
     LogisticFusion,
+    LogLinearFusion,
     MeanFusion,
     PaperMLPFusion,
     from_state,
@@ -26,6 +27,7 @@ from prodcat.registry import available, create
 C = 4
 FAST = {
     "mean": {},
+    "log-linear": {},
     "logistic": {},
     "gbdt": {"max_iter": 30},
     "paper-mlp": {"epochs": 8, "n_splits": 4},
@@ -85,6 +87,38 @@ def test_mean_weights_favour_the_informative_model(data: dict[str, np.ndarray]) 
         assert w[1] > w[2], (pooling, w)
 
 
+def test_log_linear_learns_which_model_to_trust_per_class() -> None:
+    """Model A is sharp on classes 0-1 and noise on 2-3, model B the other way round: one weight per model
+    (``mean``) cannot follow that, a weight per model and class can; it starts from ``mean``'s weights."""
+    rng = np.random.default_rng(2)
+    y = np.repeat(np.arange(C), 150)
+    rng.shuffle(y)
+    z_a, z_b = rng.normal(size=(len(y), C)), rng.normal(size=(len(y), C))
+    z_a[np.arange(len(y)), y] += np.where(y < 2, 3.0, 0.0)
+    z_b[np.arange(len(y)), y] += np.where(y >= 2, 3.0, 0.0)
+    z_a[:, 2:] += 2.0 * rng.normal(size=(len(y), 2))  # A's noise on the classes it does not know is loud
+    z_b[:, :2] += 2.0 * rng.normal(size=(len(y), 2))
+    a, b = (np.exp(z) / np.exp(z).sum(1, keepdims=True) for z in (z_a, z_b))
+    X = np.hstack([a, b])
+    tr, te = slice(0, 400), slice(400, None)
+    mean = MeanFusion().fit(X[tr], y[tr])
+    est = LogLinearFusion().fit(X[tr], y[tr])
+    np.testing.assert_allclose(est.start_weights_, mean.weights_, rtol=1e-6)
+    assert est.coef_[0, :2].mean() > est.coef_[0, 2:].mean()  # A trusted on its own classes
+    assert est.coef_[1, 2:].mean() > est.coef_[1, :2].mean()
+    assert _acc(est, X[te], y[te]) > _acc(mean, X[te], y[te]) + 0.03
+
+
+def test_log_linear_with_a_huge_penalty_is_mean_and_weights_repeat_rows(data: dict[str, np.ndarray]) -> None:
+    X, y = np.hstack([data["good"], data["weak"]]), data["y"]
+    stiff = LogLinearFusion(alpha=1e9).fit(X, y)
+    np.testing.assert_allclose(stiff.predict_proba(X), MeanFusion().fit(X, y).predict_proba(X), atol=1e-5)
+    w = np.r_[np.full(100, 2.0), np.ones(len(y) - 100)]
+    doubled = LogLinearFusion().fit(np.vstack([X[:100], X]), np.r_[y[:100], y])
+    weighted = LogLinearFusion().fit(X, y, sample_weight=w)
+    np.testing.assert_allclose(weighted.predict_proba(X), doubled.predict_proba(X), atol=1e-4)
+
+
 def test_logistic_puts_weight_on_the_informative_block(data: dict[str, np.ndarray]) -> None:
     X = np.hstack([data["noise"], data["good"]])
     est = LogisticFusion().fit(X, data["y"])
@@ -93,7 +127,7 @@ def test_logistic_puts_weight_on_the_informative_block(data: dict[str, np.ndarra
     assert good_norm > 5 * noise_norm
 
 
-@pytest.mark.parametrize("name", ["mean", "logistic", "paper-mlp"])
+@pytest.mark.parametrize("name", ["mean", "log-linear", "logistic", "paper-mlp"])
 def test_complementary_models_fuse_better_than_either(name: str) -> None:
     """Model A knows classes 0-1 (uniform on 2-3), model B knows 2-3: only fusion gets every class right."""
     rng = np.random.default_rng(1)
@@ -154,6 +188,7 @@ def test_classes_fix_the_column_order_and_allow_absent_classes(data: dict[str, n
     X = np.hstack([data["good"], data["weak"]])
     for est in (
         MeanFusion(classes=order),
+        LogLinearFusion(classes=order),
         LogisticFusion(classes=order),
         GBDTFusion(classes=order, max_iter=20),
     ):
@@ -164,6 +199,9 @@ def test_classes_fix_the_column_order_and_allow_absent_classes(data: dict[str, n
     for est in (LogisticFusion(classes=order), GBDTFusion(classes=order, max_iter=20)):
         p = est.fit(X[keep], y[keep]).predict_proba(X)
         assert p.shape == (len(X), 4) and p[:, 2].max() < 1e-6
+    # like mean, log-linear keeps the models' own view of a class it never saw (its bias only falls so far)
+    p = LogLinearFusion(classes=order).fit(X[keep], y[keep]).predict_proba(X)
+    assert p.shape == (len(X), 4) and np.mean(p.argmax(1) == data["y"]) > 0.9
     with pytest.raises(ValueError, match="not in `classes`"):
         MeanFusion(classes=["a", "b"]).fit(X[:, :8], y)
 
@@ -171,7 +209,12 @@ def test_classes_fix_the_column_order_and_allow_absent_classes(data: dict[str, n
 def test_extra_columns_are_carried(data: dict[str, np.ndarray]) -> None:
     flag = (np.arange(len(data["y"])) % 2).astype(float)[:, None]
     X = np.hstack([data["good"], data["weak"], flag])
-    for est in (MeanFusion(n_extra=1), LogisticFusion(n_extra=1), _make("paper-mlp", n_extra=1)):
+    for est in (
+        MeanFusion(n_extra=1),
+        LogLinearFusion(n_extra=1),
+        LogisticFusion(n_extra=1),
+        _make("paper-mlp", n_extra=1),
+    ):
         est.fit(X, data["y"])  # type: ignore[attr-defined]
         assert est.n_models_ == 2 and est.n_features_in_ == 9  # type: ignore[attr-defined]
 
@@ -345,6 +388,8 @@ def test_every_registered_fuser_passes_its_own_parameter_check(name: str) -> Non
         ("mean", {"weights": [1, 2], "n_models": 3}, r"weights must be 3 numbers \(one per model\)"),
         ("mean", {"weights": [0, 0]}, r"non-negative numbers"),
         ("logistic", {"C": 0}, r"'C' parameter of LogisticFusion must be a float in the range \(0.0, inf\)"),
+        ("log-linear", {"alpha": -1}, r"'alpha' parameter of LogLinearFusion must be a float in the range"),
+        ("log-linear", {"max_iter": 0}, r"'max_iter' parameter of LogLinearFusion"),
         (
             "paper-mlp",
             {"hidden": 0},
@@ -378,12 +423,13 @@ def test_default_ensemble_leaves_out_fusers_that_explode_with_the_class_count() 
     from prodcat.config import FusionConfig, build_fuser
     from prodcat.fusion import DEFAULT_MEMBERS, default_members
 
-    assert default_members(None) == DEFAULT_MEMBERS == default_members(55)
-    assert default_members(101) == "mean"
+    assert default_members(None) == DEFAULT_MEMBERS == default_members(55) == default_members(100)
+    assert default_members(101) == "log-linear"
     small = build_fuser(FusionConfig(method="ensemble"), n_models=2, seed=0, n_classes=55)
     large = build_fuser(FusionConfig(method="ensemble"), n_models=2, seed=0, n_classes=1000)
     assert len(small.estimators) == 3
-    assert [name for name, _ in large.estimators] == ["0:mean"]
+    assert [name for name, _ in large.estimators] == ["0:log-linear"]
+    assert isinstance(large.estimators[0][1], LogLinearFusion)
     explicit = build_fuser(
         FusionConfig(method="ensemble", params={"members": "gbdt"}), n_models=2, seed=0, n_classes=1000
     )

@@ -24,7 +24,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
-from prodcat.fusion import GBDTFusion, LogisticFusion, MeanFusion, PaperMLPFusion
+from prodcat.fusion import GBDTFusion, LogisticFusion, LogLinearFusion, MeanFusion, PaperMLPFusion
 
 
 class OnProbabilities(ClassifierMixin, BaseEstimator):
@@ -78,6 +78,7 @@ class OnProbabilities(ClassifierMixin, BaseEstimator):
 
 FUSERS = [
     OnProbabilities(MeanFusion()),
+    OnProbabilities(LogLinearFusion()),
     OnProbabilities(LogisticFusion()),
     OnProbabilities(GBDTFusion()),
     # soft voting: predict is the argmax of predict_proba, as the checks require; the default hard vote of the

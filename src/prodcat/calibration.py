@@ -27,13 +27,17 @@ import pandas as pd
 from sklearn.base import BaseEstimator
 
 from prodcat.params import Interval, validate_params
+from prodcat.probability import clipped_log
 
 _EPS = 1e-12  # probability floor before taking logs
 _T_BOUNDS = (0.02, 50.0)  # temperatures searched (log-uniform)
 
 
+_CHUNK = 4096  # rows per pass over an (n, C) array: temporaries stay (chunk, C) whatever n is (issue 16)
+
+
 def _log_proba(proba: np.ndarray) -> np.ndarray:
-    return np.log(np.clip(np.asarray(proba, dtype=np.float64), _EPS, None))
+    return clipped_log(proba, _EPS)
 
 
 def scale_temperature(proba: np.ndarray, temperature: float | np.ndarray) -> np.ndarray:
@@ -46,13 +50,17 @@ def scale_temperature(proba: np.ndarray, temperature: float | np.ndarray) -> np.
     T = np.asarray(temperature, dtype=np.float64)
     if (T <= 0).any() or not np.isfinite(T).all():
         raise ValueError(f"temperatures must be finite and > 0, got {T.min() if T.size else T}")
-    z = _log_proba(proba) / (T[:, None] if T.ndim == 1 else T)
-    return np.asarray(softmax(z, axis=1))
+    P = np.asarray(proba)
+    out = np.empty(P.shape, dtype=np.float64)
+    for s in range(0, len(P), _CHUNK):  # by row blocks: one (n, C) array allocated, the result
+        rows = slice(s, s + _CHUNK)
+        out[rows] = softmax(_log_proba(P[rows]) / (T[rows, None] if T.ndim == 1 else T), axis=1)
+    return out
 
 
 def log_loss(proba: np.ndarray, y: np.ndarray) -> float:
     """Mean negative log-likelihood of integer class codes ``y`` (n,) under ``proba`` (n, C) (nats)."""
-    P = np.asarray(proba, dtype=np.float64)
+    P = np.asarray(proba)
     return float(-_log_proba(P[np.arange(len(P)), np.asarray(y)]).mean())
 
 
@@ -61,10 +69,11 @@ def brier_score(proba: np.ndarray, y: np.ndarray) -> float:
 
     ``proba`` (n, C); ``y`` (n,) integer class codes into the columns.
     """
-    P = np.asarray(proba, dtype=np.float64)
-    onehot = np.zeros_like(P)
-    onehot[np.arange(len(P)), np.asarray(y)] = 1.0
-    return float(((P - onehot) ** 2).sum(1).mean())
+    P = np.asarray(proba)
+    picked = P[np.arange(len(P)), np.asarray(y)].astype(np.float64)
+    # sum_c (p_c - [y = c])^2 = sum_c p_c^2 - 2 p_y + 1, without an (n, C) one-hot, difference or float64 copy
+    squares = np.einsum("ij,ij->i", P, P, dtype=np.float64)
+    return float((squares - 2 * picked + 1).mean())
 
 
 def fit_temperature(proba: np.ndarray, y: np.ndarray, *, sample_weight: np.ndarray | None = None) -> float:
@@ -73,18 +82,32 @@ def fit_temperature(proba: np.ndarray, y: np.ndarray, *, sample_weight: np.ndarr
     One parameter, searched on ``log T`` in [log 0.02, log 50] (a bounded Brent search: the NLL is smooth and, in
     ``1 / T``, convex). Returns 1.0 when there are no rows.
     """
-    from scipy.optimize import minimize_scalar
-    from scipy.special import logsumexp
 
     if len(y) == 0:
         return 1.0
-    logp = _log_proba(proba)  # (n, C)
-    picked = logp[np.arange(len(logp)), np.asarray(y)]  # (n,)
+    return _fit_log_temperature(_log_proba(proba), np.asarray(y), sample_weight, None)
+
+
+def _fit_log_temperature(
+    logp: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None, rows: np.ndarray | None
+) -> float:
+    """:func:`fit_temperature` on log-probabilities ``logp`` (n, C), restricted to the row indices ``rows``
+    (all when None) without copying them: the NLL is summed over blocks of rows."""
+    from scipy.optimize import minimize_scalar
+    from scipy.special import logsumexp
+
+    idx = np.arange(len(logp)) if rows is None else np.asarray(rows)
     w = np.ones(len(logp)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    w = w[idx]
+    picked = w @ logp[idx, y[idx]]  # weighted sum of the true classes' log-probabilities
 
     def nll(log_t: float) -> float:
         inv = np.exp(-log_t)
-        return float((w * (logsumexp(logp * inv, axis=1) - picked * inv)).sum() / w.sum())
+        lse = sum(
+            float(w[s : s + _CHUNK] @ logsumexp(logp[idx[s : s + _CHUNK]] * inv, axis=1))
+            for s in range(0, len(idx), _CHUNK)
+        )
+        return (lse - inv * picked) / w.sum()
 
     res = minimize_scalar(nll, bounds=tuple(np.log(_T_BOUNDS)), method="bounded", options={"xatol": 1e-4})
     return float(np.exp(res.x))
@@ -92,9 +115,9 @@ def fit_temperature(proba: np.ndarray, y: np.ndarray, *, sample_weight: np.ndarr
 
 def top_label_confidence(proba: np.ndarray, predicted: np.ndarray | None = None) -> np.ndarray:
     """(n,) probability of the predicted class: ``proba[i, predicted[i]]`` (default: the argmax)."""
-    P = np.asarray(proba, dtype=np.float64)
+    P = np.asarray(proba)
     idx = P.argmax(1) if predicted is None else np.asarray(predicted)
-    return P[np.arange(len(P)), idx]
+    return P[np.arange(len(P)), idx].astype(np.float64)
 
 
 def _bin_edges(confidence: np.ndarray, n_bins: int, strategy: str) -> np.ndarray:
@@ -209,21 +232,22 @@ class TemperatureScaling(BaseEstimator):
     ) -> TemperatureScaling:
         """Fit on probabilities ``proba`` (n, C) and integer class codes ``y`` (n,); ``groups`` (n,) optional."""
         validate_params(self, self._constraints)
-        P, y = np.asarray(proba, dtype=np.float64), np.asarray(y)
+        P, y = np.asarray(proba), np.asarray(y)
         if P.ndim != 2 or len(P) != len(y):
             raise ValueError(f"need proba (n, C) and y (n,), got {P.shape} and {y.shape}")
         g = np.zeros(len(y), dtype=object) if groups is None else np.asarray(groups, dtype=object)
         w = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
-        self.temperature_ = fit_temperature(P, y, sample_weight=w)
+        logp = _log_proba(P) if len(y) else P  # once for every group: (n, C) float64
+        self.temperature_ = _fit_log_temperature(logp, y, w, None) if len(y) else 1.0
         self.group_temperatures_: dict[Any, float] = {}
         self.group_counts_: dict[Any, int] = {}
         if groups is None:
             return self
         for key in dict.fromkeys(g.tolist()):
-            rows = g == key
-            self.group_counts_[key] = int(rows.sum())
-            if rows.sum() >= self.min_group_rows:
-                self.group_temperatures_[key] = fit_temperature(P[rows], y[rows], sample_weight=w[rows])
+            rows = np.flatnonzero(g == key)
+            self.group_counts_[key] = len(rows)
+            if len(rows) >= self.min_group_rows:
+                self.group_temperatures_[key] = _fit_log_temperature(logp, y, w, rows)
         return self
 
     def temperatures(self, groups: Sequence[Hashable] | np.ndarray | None, n: int) -> np.ndarray:
@@ -237,7 +261,7 @@ class TemperatureScaling(BaseEstimator):
         self, proba: np.ndarray, *, groups: Sequence[Hashable] | np.ndarray | None = None
     ) -> np.ndarray:
         """(n, C) calibrated probabilities of ``proba`` (n, C) (rows of ``groups`` scaled by their temperature)."""
-        P = np.asarray(proba, dtype=np.float64)
+        P = np.asarray(proba)
         return scale_temperature(P, self.temperatures(groups, len(P)))
 
     def to_dict(self) -> dict[str, Any]:

@@ -406,8 +406,10 @@ def train(df: pd.DataFrame, config: TrainConfig, *, progress: bool = True) -> Tr
         timings[f"{role}:{spec.name}"] = round(time.perf_counter() - t0, 2)
     t0 = time.perf_counter()
     _log(progress, f"[fusion] {config.fusion.method} on {len(fuse_idx)} rows x {len(models)} models")
+    X_fuse = np.hstack(fuse_inputs)  # (n, m*C): one copy, shared by every stage below
+    del fuse_inputs
     try:
-        fuser = _fit_fuser(fuser, np.hstack(fuse_inputs), y[fuse_idx], config)
+        fuser = _fit_fuser(fuser, X_fuse, y[fuse_idx], config)
     except ValueError as e:
         raise ValueError(f"fusion {config.fusion.method!r}: {e}") from e
     timings["fusion"] = round(time.perf_counter() - t0, 2)
@@ -428,19 +430,21 @@ def train(df: pd.DataFrame, config: TrainConfig, *, progress: bool = True) -> Tr
         fuse_df = train_df.iloc[fuse_idx].reset_index(drop=True)
         from prodcat.trust import calibrate_fusion, fused_oof
 
-        oof = fused_oof(model, np.hstack(fuse_inputs), y[fuse_idx], config, cached=_cached)
+        oof = fused_oof(model, X_fuse, y[fuse_idx], config, cached=_cached)
         model.calibration, model.metrics["calibration"] = calibrate_fusion(
-            model, np.hstack(fuse_inputs), y[fuse_idx], fuse_df, config, cached=_cached, oof=oof
+            model, X_fuse, y[fuse_idx], fuse_df, config, cached=_cached, oof=oof
         )
         timings["calibration"] = round(time.perf_counter() - t0, 2)
         fused = oof[""][0]
+        del oof  # the blanked variants' (n, C) probabilities are not needed any more
     if taxonomy is not None:  # back-off thresholds on the same out-of-fold fused probabilities
         t0 = time.perf_counter()
         model.taxonomy = taxonomy.subset(classes)
         model.thresholds = _back_off_thresholds(
-            model.taxonomy, np.hstack(fuse_inputs), y[fuse_idx], config, fused=fused, progress=progress
+            model.taxonomy, X_fuse, y[fuse_idx], config, fused=fused, progress=progress
         )
         timings["back_off"] = round(time.perf_counter() - t0, 2)
+    del X_fuse, fused
     timings["total"] = round(time.perf_counter() - start, 2)
     if len(va_idx):
         val_df = df.iloc[va_idx].reset_index(drop=True)

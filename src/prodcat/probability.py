@@ -48,3 +48,14 @@ def check_probabilities(
             f"{sums[row]:.4g}): values must be non-negative and at most 1, and rows must sum to 1; {hint}"
         )
     return p / sums[:, None] if renormalise else p
+
+
+def clipped_log(P: Any, low: float, high: float | None = None) -> np.ndarray:
+    """``log(clip(P, low, high))`` as a new float64 array, computed in place: one array of ``P``'s size is
+    allocated (``np.log(np.clip(P, ...))`` allocates two), which counts at thousands of classes (issue 16)."""
+    out = np.array(P, dtype=np.float64)
+    np.maximum(out, low, out=out)
+    if high is not None:
+        np.minimum(out, high, out=out)
+    return np.log(out, out=out)
+

@@ -3,7 +3,8 @@
 Names (``prodcat.registry.create("fusion", name, **kwargs)``):
 
 - decision-level, ``X = (n, m * C)`` concatenated probabilities: ``paper-mlp`` (the paper's K-fold shallow nets),
-  ``mean`` (weighted mean), ``logistic`` (stacking), ``gbdt`` (gradient-boosted trees), ``paper-mlp-tiny``
+  ``mean`` (weighted mean), ``log-linear`` (a weight per model and class, for many classes), ``logistic``
+  (stacking), ``gbdt`` (gradient-boosted trees), ``paper-mlp-tiny``
   (a seconds-fast variant for tests and demos);
 - feature-level, ``X = embeddings``: ``feature-concat``, ``feature-sum``, ``feature-attention``;
 - ``ensemble``: a :class:`~prodcat.ensemble.VotingEnsemble` of decision-level fusers, e.g.
@@ -27,6 +28,7 @@ from prodcat.ensemble import VotingEnsemble
 from prodcat.fusion.decision import DecisionFusion, LogisticFusion, MeanFusion
 from prodcat.fusion.feature import FeatureFusion
 from prodcat.fusion.gbdt import GBDTFusion
+from prodcat.fusion.loglinear import LogLinearFusion
 from prodcat.fusion.paper_mlp import PaperMLPFusion
 from prodcat.probability import check_probabilities
 from prodcat.registry import create, register
@@ -35,6 +37,7 @@ __all__ = [
     "DecisionFusion",
     "FeatureFusion",
     "GBDTFusion",
+    "LogLinearFusion",
     "LogisticFusion",
     "MeanFusion",
     "PaperMLPFusion",
@@ -47,33 +50,53 @@ __all__ = [
     "parse_members",
 ]
 
-#: Default members of ``ensemble`` (chosen on split_a_val folds and split_b_val; see docs/bench/fusion.md).
+#: Default members of ``ensemble`` (chosen on split_a_val folds and split_b_val; see docs/bench/fusion.md), used
+#: when the class count is not known; :func:`default_members` picks from :data:`DEFAULT_CANDIDATES` by count.
 DEFAULT_MEMBERS = "mean+paper-mlp[inputs=log]+gbdt"
 
-#: Most classes at which a fuser stays in the default ensemble. ``gbdt`` grows one tree per class per boosting
-#: round and ``paper-mlp`` (like ``logistic``) learns an (m*C, C) weight matrix, K nets at a time: both cost
-#: ~C or C^2 per row and ran for tens of minutes at 331 classes; ``mean`` learns m weights whatever C is
-#: (docs/bench/classes.md). A fuser named in an explicit member list is always kept.
-CLASS_LIMITS: dict[str, int] = {"gbdt": 100, "paper-mlp": 100, "logistic": 100}
+#: Every member the default ensemble may hold, each used at the class counts of :data:`CLASS_RANGES`.
+DEFAULT_CANDIDATES = DEFAULT_MEMBERS + "+log-linear"
+
+#: Class counts ``(fewest, most)`` (None: no bound) at which a fuser is a default member; one absent here
+#: serves every count. ``gbdt`` grows one tree per class per boosting round and ``paper-mlp`` (like
+#: ``logistic``) learns an (m*C, C) weight matrix, K nets at a time: both cost ~C or C^2 per row and ran for
+#: tens of minutes at 331 classes. Above 100 classes ``log-linear`` (m*C + C weights, a pass costs n*m*C like
+#: ``mean``'s) replaces them and ``mean``: at 327 leaves it beat ``mean`` alone (docs/bench/classes.md). A
+#: fuser named in an explicit member list is always kept.
+CLASS_RANGES: dict[str, tuple[int, int | None]] = {
+    "mean": (1, 100),
+    "gbdt": (1, 100),
+    "paper-mlp": (1, 100),
+    "logistic": (1, 100),
+    "log-linear": (101, None),
+}
 
 
 def default_members(n_classes: int | None) -> str:
-    """``DEFAULT_MEMBERS`` without the members whose :data:`CLASS_LIMITS` is below ``n_classes`` (``mean``
-    if none is left); all of them when the class count is not known."""
+    """The members of :data:`DEFAULT_CANDIDATES` whose :data:`CLASS_RANGES` hold ``n_classes`` (``mean`` if
+    none does); :data:`DEFAULT_MEMBERS` when the class count is not known."""
     if n_classes is None:
         return DEFAULT_MEMBERS
+
+    def serves(name: str) -> bool:
+        low, high = CLASS_RANGES.get(name, (1, None))
+        return low <= n_classes and (high is None or n_classes <= high)
+
     kept = [
-        (name, item)
-        for (name, _), item in zip(parse_members(DEFAULT_MEMBERS), DEFAULT_MEMBERS.split("+"), strict=True)
-        if n_classes <= CLASS_LIMITS.get(name, n_classes)
+        item
+        for (name, _), item in zip(
+            parse_members(DEFAULT_CANDIDATES), DEFAULT_CANDIDATES.split("+"), strict=True
+        )
+        if serves(name)
     ]
-    return "+".join(item for _, item in kept) or "mean"
+    return "+".join(kept) or "mean"
 
 
 register("fusion", "paper-mlp")(PaperMLPFusion)
 register("fusion", "mean")(MeanFusion)
 register("fusion", "logistic")(LogisticFusion)
 register("fusion", "gbdt")(GBDTFusion)
+register("fusion", "log-linear")(LogLinearFusion)
 
 
 @register("fusion", "paper-mlp-tiny")
@@ -140,7 +163,7 @@ def make_ensemble(
     go to every member that accepts them, member options (``name[key=value]``) override them.
 
     ``members="auto"``: :func:`default_members` for ``n_classes`` (the training pipeline passes the class
-    count): ``DEFAULT_MEMBERS`` up to 100 classes, ``mean`` alone above."""
+    count): ``DEFAULT_MEMBERS`` up to 100 classes, ``log-linear`` alone above."""
     if isinstance(members, str) and members == "auto":
         members = default_members(n_classes if n_classes is not None else _count(shared.get("classes")))
     estimators = []
@@ -156,7 +179,15 @@ def make_ensemble(
 
 _CLASSES: dict[str, type] = {
     c.__name__: c
-    for c in (MeanFusion, LogisticFusion, GBDTFusion, PaperMLPFusion, FeatureFusion, VotingEnsemble)
+    for c in (
+        MeanFusion,
+        LogisticFusion,
+        LogLinearFusion,
+        GBDTFusion,
+        PaperMLPFusion,
+        FeatureFusion,
+        VotingEnsemble,
+    )
 }
 
 

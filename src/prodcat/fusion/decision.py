@@ -18,14 +18,14 @@ from typing import Any, ClassVar
 
 import numpy as np
 from scipy.optimize import minimize
-from scipy.special import logsumexp, softmax
+from scipy.special import softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from prodcat.evaluate import macro_f1
 from prodcat.params import Interval, Options, validate_params
-from prodcat.probability import check_probabilities
+from prodcat.probability import check_probabilities, clipped_log
 
 _EPS = 1e-6  # probability floor before taking logs
 
@@ -151,6 +151,36 @@ class DecisionFusion(ClassifierMixin, BaseEstimator):
         raise NotImplementedError
 
 
+def softmax_rows_(z: np.ndarray) -> np.ndarray:
+    """Softmax of each row of ``z`` (n, C) computed in place (``z`` becomes the probabilities); returns the (n,)
+    log-sum-exp of the rows as they were."""
+    top = z.max(axis=1, keepdims=True)
+    z -= top
+    np.exp(z, out=z)
+    total = z.sum(axis=1, keepdims=True)
+    z /= total
+    return (top + np.log(total)).ravel()
+
+
+def log_pool_weights(L: np.ndarray, codes: np.ndarray, sw: np.ndarray) -> np.ndarray:
+    """(m,) non-negative weights ``w`` minimising the ``sw``-weighted log-loss (``sw`` sums to 1) of
+    ``softmax(sum_k w_k L[:, k])`` on class codes ``codes``; ``L`` (n, m, C) the models' log-probabilities.
+    One (n, C) work array whatever the iteration (thousands of classes, issue 16)."""
+    n, m, _ = L.shape
+    rows = np.arange(n)
+    Ly = L[rows, :, codes]  # (n, m) log-prob each model gives the true class
+
+    def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
+        z = np.einsum("nmc,m->nc", L, w)
+        picked = z[rows, codes]
+        nll = float(sw @ (softmax_rows_(z) - picked))  # z now holds the probabilities
+        grad = -(sw @ (Ly - np.einsum("nmc,nc->nm", L, z)))
+        return nll, grad
+
+    res = minimize(loss, np.full(m, 1.0 / m), jac=True, method="L-BFGS-B", bounds=[(0, None)] * m)
+    return np.asarray(res.x)
+
+
 def _sample_weight(sample_weight: Any, n: int) -> np.ndarray | None:
     """``sample_weight`` as float64 (n,), or None; refuses a wrong shape, negative or non-finite values and all
     zeros (nothing to learn from), naming the parameter."""
@@ -209,7 +239,7 @@ class MeanFusion(DecisionFusion):
 
     def _combine(self, B: np.ndarray, w: np.ndarray) -> np.ndarray:
         if self.pooling == "log":
-            return softmax(np.einsum("nmc,m->nc", np.log(np.clip(B, _EPS, 1)), w), axis=1)
+            return softmax(np.einsum("nmc,m->nc", clipped_log(B, _EPS, 1), w), axis=1)
         p = np.einsum("nmc,m->nc", B, w)
         return p / np.maximum(p.sum(1, keepdims=True), 1e-300)
 
@@ -245,19 +275,7 @@ class MeanFusion(DecisionFusion):
         sw = np.ones(n) / n if sw is None else sw / sw.sum()
         rows = np.arange(n)
         if self.pooling == "log":
-            L = np.log(np.clip(B, _EPS, 1))  # (n, m, C)
-            Ly = L[rows, :, codes]  # (n, m) log-prob each model gives the true class
-
-            def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
-                z = np.einsum("nmc,m->nc", L, w)
-                lse = logsumexp(z, axis=1)
-                p = np.exp(z - lse[:, None])
-                nll = float(sw @ (lse - z[rows, codes]))
-                grad = -(sw @ (Ly - np.einsum("nmc,nc->nm", L, p)))
-                return nll, grad
-
-            res = minimize(loss, np.full(m, 1.0 / m), jac=True, method="L-BFGS-B", bounds=[(0, None)] * m)
-            return np.asarray(res.x)
+            return log_pool_weights(clipped_log(B, _EPS, 1), codes, sw)
         Py = B[rows, :, codes]  # (n, m)
 
         def loss_lin(theta: np.ndarray) -> tuple[float, np.ndarray]:
@@ -356,7 +374,7 @@ class LogisticFusion(DecisionFusion):
         if self.features == "proba":
             return X
         k = self.n_models_ * len(self.classes_)
-        return np.hstack([np.log(np.clip(X[:, :k], _EPS, 1)), X[:, k:]])
+        return np.hstack([clipped_log(X[:, :k], _EPS, 1), X[:, k:]])
 
     def _fit(self, X: np.ndarray, codes: np.ndarray, sample_weight: np.ndarray | None) -> None:
         import warnings
