@@ -57,3 +57,17 @@ def test_renormalise_removes_the_allowed_drift_only_when_asked() -> None:
     P = np.array([[0.7, 0.3004]], dtype=np.float32)
     assert check_probabilities(P).sum() == pytest.approx(1.0004, abs=1e-6)
     np.testing.assert_allclose(check_probabilities(P, renormalise=True).sum(axis=1), 1.0)
+
+
+def test_top_k_indices_is_a_stable_descending_sort_cut_at_k() -> None:
+    from prodcat.probability import top_k_indices
+
+    rng = np.random.default_rng(0)
+    P = rng.dirichlet(np.ones(40), size=200)
+    P[:20] = 1 / 40  # every class tied (a product with no input)
+    P[20:40, ::3] = P[20:40, [0]]  # ties at and around the k-th value, across the partition
+    P[40:60] = np.round(P[40:60], 2)  # many ties
+    for k in (1, 3, 5, 39, 40, 60):
+        expected = np.argsort(-P, axis=1, kind="stable")[:, : min(k, 40)]
+        np.testing.assert_array_equal(top_k_indices(P, k), expected)
+    assert top_k_indices(P[:0], 5).shape == (0, 5)

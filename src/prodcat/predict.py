@@ -27,6 +27,7 @@ from prodcat.clean import clean_text
 from prodcat.ensemble import labels_and_proba
 from prodcat.model import TrainedModel
 from prodcat.oof import align_proba
+from prodcat.probability import top_k_indices
 
 NO_IMAGE_MODEL = "not used: the model has no image model"
 
@@ -87,7 +88,7 @@ class Predictor:
         fused = align_proba(proba, self.model.fuser.classes_, self.model.classes)
         labels = labels.astype(str)
         k = max(1, min(top_k, len(self.classes)))
-        top = np.argsort(-fused, axis=1)[:, :k]
+        top = top_k_indices(fused, k)
         classes = np.asarray(self.classes)
         roles = self.roles()
         text_ok = np.array(
