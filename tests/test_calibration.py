@@ -220,3 +220,24 @@ def test_group_temperatures_and_round_trip() -> None:
     np.testing.assert_allclose(back.transform(P, groups=groups), grouped)
     with pytest.raises(ValueError, match="temperature 'a'"):
         TemperatureScaling.from_dict({**scaler.to_dict(), "group_temperatures": {"a": -1.0}})
+
+
+def test_fits_in_blocks_of_rows_match_one_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The temperature fits and the scaling run over blocks of rows (memory at thousands of classes): the
+    temperatures and calibrated probabilities are those of a single block, float32 input included."""
+    import prodcat.calibration as calibration
+
+    rng = np.random.default_rng(3)
+    P, y = _sample(900, 6, rng, sharpen=2.0)
+    groups = np.array(["a", "b", "c"])[rng.integers(0, 3, len(y))]
+    whole = TemperatureScaling(min_group_rows=100).fit(P, y, groups=groups)
+    expected = whole.transform(P, groups=groups)
+    monkeypatch.setattr(calibration, "_CHUNK", 64)
+    for inp in (P, P.astype(np.float32)):
+        blocks = TemperatureScaling(min_group_rows=100).fit(inp, y, groups=groups)
+        rtol = 1e-9 if inp.dtype == np.float64 else 1e-5
+        assert blocks.temperature_ == pytest.approx(whole.temperature_, rel=rtol)
+        for key, t in whole.group_temperatures_.items():
+            assert blocks.group_temperatures_[key] == pytest.approx(t, rel=rtol)
+        np.testing.assert_allclose(blocks.transform(inp, groups=groups), expected, rtol=rtol * 10, atol=1e-7)
+    assert brier_score(P.astype(np.float32), y) == pytest.approx(brier_score(P, y), rel=1e-6)
