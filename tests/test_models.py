@@ -200,3 +200,28 @@ def test_max_chars_must_be_a_positive_int(bad: object) -> None:
     with pytest.raises(ValueError, match="max_chars"):
         tiny(max_chars=bad).check_params()
     tiny(max_chars=None).check_params()
+
+
+def test_heads_fit_on_one_blas_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two BLAS threads made the USE head's L-BFGS fits ~14x the CPU on a busy 2-core machine; heads (and tfidf's
+    # linear model, through the same fit_head) now fit on HEAD_BLAS_THREADS, whatever the process allows.
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    import prodcat.models as models
+
+    seen: list[int] = []
+    fit = LogisticRegression.fit
+
+    def recording(self: LogisticRegression, *args: object, **kwargs: object) -> object:
+        seen.append(max(int(p["num_threads"]) for p in threadpool_info() if p["user_api"] == "blas"))
+        return fit(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(LogisticRegression, "fit", recording)
+    X, y = toy_catalog()
+    with threadpool_limits(limits=2, user_api="blas"):  # what the process would use on 2 cores
+        weights = np.linspace(0.5, 2.0, len(y))
+        one = tiny().fit(X, y, sample_weight=weights).predict_proba(X)
+        monkeypatch.setattr(models, "HEAD_BLAS_THREADS", 2)
+        two = tiny().fit(X, y, sample_weight=weights).predict_proba(X)
+    assert seen == [1, 2]
+    np.testing.assert_allclose(one, two, atol=1e-6)

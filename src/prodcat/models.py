@@ -101,13 +101,23 @@ def make_head(
     return make_pipeline(StandardScaler(), final)
 
 
-def fit_head(head: Any, Z: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None) -> Any:
-    """Fit ``head`` (a Pipeline or a classifier) with ``sample_weight`` routed to its final step."""
-    if sample_weight is None:
-        return head.fit(Z, y)
-    if isinstance(head, Pipeline):
-        return head.fit(Z, y, **{f"{head.steps[-1][0]}__sample_weight": sample_weight})
-    return head.fit(Z, y, sample_weight=sample_weight)
+#: BLAS threads while a head (or tfidf's linear model) fits. Two OpenBLAS threads waiting on each other at every
+#: step of L-BFGS made the USE head's fits cost ~14x the CPU of one thread for the same model on the shared 2-core
+#: machine (Rakuten texts, 5 folds: 70.7 vs 5.0 CPU s, same macro-F1; docs/bench/text.md, "Training time").
+HEAD_BLAS_THREADS = 1
+
+
+def fit_head(head: Any, Z: Any, y: np.ndarray, sample_weight: np.ndarray | None) -> Any:
+    """Fit ``head`` (a Pipeline or a classifier) with ``sample_weight`` routed to its final step, on
+    :data:`HEAD_BLAS_THREADS` BLAS threads."""
+    from threadpoolctl import threadpool_limits
+
+    kwargs: dict[str, Any] = {}
+    if sample_weight is not None:
+        step = f"{head.steps[-1][0]}__" if isinstance(head, Pipeline) else ""
+        kwargs = {f"{step}sample_weight": sample_weight}
+    with threadpool_limits(limits=HEAD_BLAS_THREADS, user_api="blas"):
+        return head.fit(Z, y, **kwargs)
 
 
 def catalog_text(X: pd.DataFrame) -> list[str]:
