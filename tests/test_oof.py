@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -158,3 +159,48 @@ def test_cache_key_changes_when_a_second_photo_is_replaced(tmp_path) -> None:
     before = oof_cache_key(LogisticRegression(), X, y, None, 2, 0)
     second.write_bytes(b"another, longer back photo")
     assert oof_cache_key(LogisticRegression(), X, y, None, 2, 0) != before
+
+
+class RecordingMemoriser(Memoriser):
+    """A :class:`Memoriser` that writes the id of the process fitting it into ``record_dir``."""
+
+    def __init__(self, record_dir: str = "") -> None:
+        self.record_dir = record_dir
+
+    def fit(self, X: pd.DataFrame, y: Any, sample_weight: Any = None) -> RecordingMemoriser:
+        (Path(self.record_dir) / f"{os.getpid()}-{X['id'].iloc[0]}").touch()
+        return super().fit(X, y, sample_weight)  # type: ignore[return-value]
+
+
+class ParallelMemoriser(RecordingMemoriser):
+    parallel_folds = True
+
+
+def test_folds_fit_in_worker_processes_only_for_estimators_that_allow_it(tmp_path: Path) -> None:
+    X, y = _data()
+    X["title"] = [f"t{i}" for i in range(len(X))]
+    results, fitters = {}, {}
+    for cls, n_jobs in ((ParallelMemoriser, 1), (ParallelMemoriser, 2), (RecordingMemoriser, 2)):
+        record = tmp_path / f"{cls.__name__}-{n_jobs}"
+        record.mkdir()
+        res = oof_predict_proba(
+            cls(str(record)), X, y, n_splits=4, progress=False, refit=False, n_jobs=n_jobs
+        )
+        results[cls, n_jobs] = res.proba
+        fitters[cls, n_jobs] = {int(p.name.split("-")[0]) for p in record.iterdir()}
+    assert fitters[ParallelMemoriser, 1] == {os.getpid()} == fitters[RecordingMemoriser, 2]
+    assert os.getpid() not in fitters[ParallelMemoriser, 2]  # the folds ran in worker processes
+    np.testing.assert_array_equal(results[ParallelMemoriser, 1], results[ParallelMemoriser, 2])
+    np.testing.assert_array_equal(results[ParallelMemoriser, 1], results[RecordingMemoriser, 2])
+
+
+def test_tfidf_out_of_fold_probabilities_do_not_depend_on_the_worker_count() -> None:
+    from prodcat.registry import create
+
+    X, y = _data(n=90)
+    X["title"] = [f"{label} item{i % 7} brand{i % 5}" for i, label in enumerate(y)]
+    X["description"] = ""
+    est = create("text-model", "tfidf", max_iter=50)
+    one = oof_predict_proba(est, X, y, n_splits=3, progress=False, refit=False, n_jobs=1)
+    two = oof_predict_proba(est, X, y, n_splits=3, progress=False, refit=False, n_jobs=2)
+    np.testing.assert_array_equal(one.proba, two.proba)

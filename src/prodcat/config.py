@@ -123,6 +123,10 @@ class TrainConfig(BaseModel):
     validation_fraction: float = 0.1
     # Folds of the out-of-fold probabilities the fusion and the noise audit learn from.
     n_folds: int = 5
+    # Worker processes fitting a model's folds at once (null: one per available CPU, at most n_folds), for models
+    # whose folds share no work (tfidf); embedding models fit theirs one after the other (the first fills the
+    # embedding cache). The results do not depend on it; 1 = no worker processes.
+    n_jobs: int | None = Field(default=None, ge=1)
     # "oof": the fusion learns from out-of-fold probabilities of all training rows (stacking);
     # "holdout": the paper's way, from the probabilities of a held-out split (`fusion_holdout` of the training rows).
     fusion_data: Literal["oof", "holdout"] = "oof"

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from joblib import Parallel, delayed
 from sklearn.base import clone
 from tqdm.auto import tqdm
 
@@ -59,6 +60,7 @@ def oof_predict_proba(
     progress: bool = True,
     desc: str = "folds",
     cache_dir: str | os.PathLike[str] | None = None,
+    n_jobs: int | None = 1,
 ) -> OOFResult:
     """K-fold (stratified, seeded) out-of-fold probabilities of a clone of ``estimator``.
 
@@ -69,6 +71,9 @@ def oof_predict_proba(
     cache_dir : when set (``"auto"`` = the default cache folder), the OOF probabilities are stored under a hash of
         the estimator's class and parameters, ``X``, ``y``, ``sample_weight``, ``n_splits``, ``seed`` and the
         prodcat version, and reused by an identical call (the refit, when asked, still runs).
+    n_jobs : worker processes fitting the folds at once (None: one per available CPU, at most ``n_splits``), for
+        estimators whose class sets ``parallel_folds = True``; others fit their folds one after the other. The
+        probabilities do not depend on it.
 
     Returns
     -------
@@ -88,16 +93,39 @@ def oof_predict_proba(
     proba = np.zeros((len(y), len(classes)), dtype=np.float64)
     folds = np.full(len(y), -1, dtype=np.int64)
     splits = list(kfold_indices(y, n_splits=n_splits, seed=seed))
-    for k, (tr, te) in enumerate(tqdm(splits, desc=desc, disable=not progress, leave=False)):
-        model = clone(estimator)
-        fit_kw = {} if sample_weight is None else {"sample_weight": sample_weight[tr]}
-        model.fit(_take(X, tr), y[tr], **fit_kw)
-        proba[te] = align_proba(model.predict_proba(_take(X, te)), model.classes_, classes)
+    fits = fold_parallel(estimator, n_jobs, len(splits))(
+        delayed(_fold_proba)(estimator, X, y, tr, te, sample_weight)
+        for tr, te in tqdm(splits, desc=desc, disable=not progress, leave=False)
+    )
+    for k, ((_, te), (model_classes, fold_proba)) in enumerate(zip(splits, fits, strict=True)):
+        proba[te] = align_proba(fold_proba, model_classes, classes)
         folds[te] = k
     if key is not None:
         store.save(key, proba=proba, folds=folds)
     final = _refit(estimator, X, y, sample_weight) if refit else None
     return OOFResult(proba=proba, classes=classes, folds=folds, estimator=final)
+
+
+def fold_parallel(estimator: Any, n_jobs: int | None, n_splits: int) -> Parallel:
+    """A joblib ``Parallel`` over the folds: ``n_jobs`` processes (None: one per available CPU), at most one per
+    fold, for an estimator whose class allows it (``parallel_folds = True``: its folds share no work, e.g. tfidf);
+    one process otherwise (an embedding model's first fold fills the embedding cache the other folds read)."""
+    from prodcat.threads import available_cpus
+
+    jobs = available_cpus() if n_jobs is None else n_jobs
+    if not getattr(estimator, "parallel_folds", False):
+        jobs = 1
+    return Parallel(n_jobs=max(1, min(jobs, n_splits)))
+
+
+def _fold_proba(
+    estimator: Any, X: Any, y: np.ndarray, tr: np.ndarray, te: np.ndarray, sample_weight: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(classes_, predict_proba of rows te)`` of a clone of ``estimator`` fit on rows ``tr``."""
+    model = clone(estimator)
+    fit_kw = {} if sample_weight is None else {"sample_weight": sample_weight[tr]}
+    model.fit(_take(X, tr), y[tr], **fit_kw)
+    return model.classes_, model.predict_proba(_take(X, te))
 
 
 def _refit(estimator: Any, X: Any, y: np.ndarray, sample_weight: np.ndarray | None) -> Any:

@@ -65,6 +65,7 @@ def _model_oof(
         progress=progress,
         cache_dir=config.cache_dir,
         desc=f"{role} folds",
+        n_jobs=config.n_jobs,
     )
     info: dict[str, Any] = {}
     if not (config.noise.enabled and role in config.noise.modalities):
@@ -96,6 +97,7 @@ def _model_oof(
         progress=progress,
         cache_dir=config.cache_dir,
         desc=f"{role} folds (cleaned)",
+        n_jobs=config.n_jobs,
     )
     return again.proba, weights, info
 

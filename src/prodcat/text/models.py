@@ -84,6 +84,10 @@ class TfidfTextClassifier(MissingModalityMixin, ClassifierMixin, BaseEstimator):
     LogisticRegression, or the SVD + LDA pipeline).
     """
 
+    #: Out-of-fold passes may fit the folds in parallel processes (:func:`prodcat.oof.fold_parallel`): each fold
+    #: analyses its own texts, nothing is shared between folds.
+    parallel_folds: ClassVar[bool] = True
+
     def __init__(
         self,
         *,
