@@ -227,13 +227,31 @@ def main() -> None:
     parser.add_argument(
         "--predictions", action="store_true", help="store the validation products' fused labels in the JSON"
     )
+    parser.add_argument(
+        "--pair-with",
+        type=Path,
+        default=None,
+        help="the JSON of an earlier --predictions run: paired bootstrap of this run's fused validation macro-F1 "
+        "minus that run's (implies --predictions)",
+    )
     args = parser.parse_args()
     if args.fresh and args.cache_dir.exists():
         shutil.rmtree(args.cache_dir)
     for pattern in filter(None, (args.drop or "").split(",")):
         for path in args.cache_dir.glob(pattern):
             shutil.rmtree(path) if path.is_dir() else path.unlink()
+    args.predictions = args.predictions or args.pair_with is not None
     result = run(args)
+    if args.pair_with is not None:
+        other = json.loads(args.pair_with.read_text())["validation_predictions"]
+        mine = result["validation_predictions"]
+        if other["label"] != mine["label"]:
+            raise SystemExit(f"{args.pair_with}: not the same validation products")
+        y = np.asarray(mine["label"])
+        result["validation_minus_paired"] = {
+            "run": str(args.pair_with),
+            **_paired_difference(y, np.asarray(mine["fused"]), np.asarray(other["fused"]), n_boot=2000),
+        }
     text = json.dumps(result, indent=1, default=str)
     print(text)
     if args.json:
