@@ -30,6 +30,10 @@ bench:  ## all benchmarks on ../shared/data (long; about 2 h on 2 cores); result
 	$(PY) benchmarks/bench_fusion.py --json bench-output/fusion.json
 	$(PY) benchmarks/bench_text.py --fresh --json bench-output/text.json
 	$(PY) benchmarks/bench_text_long.py --json bench-output/text-long.json
+	$(PY) benchmarks/bench_head_threads.py --fashion --json bench-output/head-threads.json
+	$(PY) benchmarks/bench_train_text.py --cache-dir bench-output/train-text-cache --fresh --predictions --json bench-output/train-text-cold.json
+	$(PY) benchmarks/bench_train_text.py --cache-dir bench-output/train-text-cache --drop arrays --pair-with bench-output/train-text-cold.json --json bench-output/train-text-warm.json
+	OMP_NUM_THREADS=1 $(PY) benchmarks/bench_fusion_rows.py --cache-dir bench-output/train-text-cache --json bench-output/fusion-rows.json
 	$(PY) benchmarks/bench_image.py
 	nice -n 5 $(PY) benchmarks/bench_image_top.py --frozen-cold-only --threads 1 --json bench-output/image-top.json
 	$(PY) benchmarks/bench_noise.py synthetic
