@@ -51,6 +51,7 @@ bench:  ## all benchmarks on ../shared/data (long; about 2 h on 2 cores); result
 	$(PY) benchmarks/bench_classes.py --sizes 55,1000,331 --keep-in bench-output/classes-work --jsonl bench-output/classes.jsonl
 	$(PY) benchmarks/bench_classes.py --no-warm --sizes 3000 --min-rows 5 --repeat 2 --folds 3000:3 --jsonl bench-output/classes.jsonl
 	$(PY) benchmarks/bench_class_fusion.py bench-output/classes-work/331 --jsonl bench-output/class_fusion.jsonl
+	$(PY) benchmarks/bench_class_memory.py --rows 10000 --classes 1000 --folds 3 > bench-output/class_memory.txt
 	$(PY) benchmarks/bench_heads.py --json bench-output/heads.json
 	$(PY) benchmarks/bench_scale.py --model $(or $(MODEL),bench-output/pipeline/model-full) --variant text --rows 10000 100000 1000000 --json bench-output/scale.jsonl -- --cache-dir auto
 	$(PY) benchmarks/bench_review.py --json bench-output/review.json
