@@ -114,7 +114,7 @@ def rakuten(seeds: list[int], folder: Path, method: str) -> list[dict[str, Any]]
     from prodcat.ensemble import labels_and_proba
     from prodcat.oof import align_proba
     from prodcat.splits import holdout_split
-    from prodcat.trust import TrustOptions, cross_fit_fuser, fit_calibration
+    from prodcat.trust import TrustOptions, cross_fit_fuser, fit_calibration, fold_vote
 
     classes = np.asarray([str(c) for c in json.loads((folder / "classes.json").read_text())])
     y_all = pd.read_csv(folder / "index.csv")["prdtypecode"].astype(str).to_numpy()
@@ -126,10 +126,11 @@ def rakuten(seeds: list[int], folder: Path, method: str) -> list[dict[str, Any]]
         t0 = time.perf_counter()
         fuser = build_fuser(FusionConfig(method=method), n_models=len(files), seed=42)
         folds = CalibrationConfig().n_folds
-        oof = cross_fit_fuser(fuser, X_all[tr], y_all[tr], classes, variants={}, n_splits=folds, seed=44)
-        final = build_fuser(FusionConfig(method=method), n_models=len(files), seed=42).fit(
-            X_all[tr], y_all[tr]
+        oof, fold_fusers = cross_fit_fuser(
+            fuser, X_all[tr], y_all[tr], classes, variants={}, n_splits=folds, seed=44
         )
+        # what `prodcat train` predicts with (config refit_full: false): the fold fusers, voting
+        final = fold_vote(fold_fusers, X_all[tr], y_all[tr])
         labels, proba = labels_and_proba(final, X_all[te])
         fused = align_proba(proba, final.classes_, classes)
         pos = {c: i for i, c in enumerate(classes.tolist())}
@@ -181,7 +182,7 @@ def rakuten_no_photo(seeds: list[int], folder: Path, method: str, target: float)
     from prodcat.ensemble import labels_and_proba
     from prodcat.oof import align_proba
     from prodcat.splits import holdout_split
-    from prodcat.trust import TrustOptions, cross_fit_fuser, fit_calibration
+    from prodcat.trust import TrustOptions, cross_fit_fuser, fit_calibration, fold_vote
 
     classes = np.asarray([str(c) for c in json.loads((folder / "classes.json").read_text())])
     pos = {c: i for i, c in enumerate(classes.tolist())}
@@ -195,7 +196,7 @@ def rakuten_no_photo(seeds: list[int], folder: Path, method: str, target: float)
         prior = np.bincount([pos[v] for v in y_all[tr].tolist()], minlength=len(classes)) / len(tr)
         values = np.tile(prior, len(files))  # (m*C,): every block the prior; only the image columns are used
         fuser = build_fuser(FusionConfig(method=method), n_models=len(files), seed=42)
-        oof = cross_fit_fuser(
+        oof, fold_fusers = cross_fit_fuser(
             fuser, X_all[tr], y_all[tr], classes, variants={"no-image": (cols, values)},
             n_splits=CalibrationConfig().n_folds, seed=44,
         )  # fmt: skip
@@ -204,9 +205,7 @@ def rakuten_no_photo(seeds: list[int], folder: Path, method: str, target: float)
             oof, y_tr, np.full(len(tr), "text+image", object), blanked={"no-image": "image"},
             classes=classes.tolist(), options=TrustOptions(target_precision=target),
         )  # fmt: skip
-        final = build_fuser(FusionConfig(method=method), n_models=len(files), seed=42).fit(
-            X_all[tr], y_all[tr]
-        )
+        final = fold_vote(fold_fusers, X_all[tr], y_all[tr])  # as `prodcat train` predicts (refit_full: false)
         y_te = np.array([pos[v] for v in y_all[te].tolist()])
         for group, X in (("text+image", X_all[te]), ("text", np.where(cols, values, X_all[te]))):
             labels, proba = labels_and_proba(final, X)

@@ -193,8 +193,9 @@ def test_warm_training_reuses_fits_and_gives_the_same_model(
     assert warm.metrics["validation"]["macro_f1"] == cold.metrics["validation"]["macro_f1"]
 
 
+@pytest.mark.parametrize(("refit_full", "namespace"), [(False, "folds"), (True, "fit")])
 def test_training_cache_entry_that_is_corrupt_or_unsafe_is_refit(
-    catalog: pd.DataFrame, tmp_path: Path
+    catalog: pd.DataFrame, tmp_path: Path, refit_full: bool, namespace: str
 ) -> None:
     import datetime
 
@@ -203,13 +204,17 @@ def test_training_cache_entry_that_is_corrupt_or_unsafe_is_refit(
     from prodcat.cache import _atomic_savez, _checksum
 
     cache = tmp_path / "cache"
-    cfg = TrainConfig.model_validate({**TINY, "cache_dir": str(cache), "noise": {"enabled": False}})
+    cfg = TrainConfig.model_validate(
+        {**TINY, "cache_dir": str(cache), "noise": {"enabled": False}, "refit_full": refit_full}
+    )
     cold = train(catalog, cfg, progress=False)
-    entries = sorted((cache / "arrays").glob("fit-*/*.npz"))
-    assert len(entries) == 2  # one fit per modality model
+    entries = sorted((cache / "arrays").glob(f"{namespace}-*/*.npz"))
+    assert len(entries) == 2  # one fitted model (or set of fold models) per modality model
     entries[0].write_bytes(b"not an npz")  # corrupt: discarded with a warning
     # Unsafe: a well-formed, checksummed entry naming a type outside the allow-list must never be loaded.
-    unsafe = {"skops": np.frombuffer(sio.dumps(datetime.timedelta(1)), dtype=np.uint8)}
+    with np.load(entries[1]) as z:
+        unsafe = {k: z[k] for k in z.files if k not in ("skops", "checksum")}
+    unsafe["skops"] = np.frombuffer(sio.dumps(datetime.timedelta(1)), dtype=np.uint8)
     entries[1].unlink()
     _atomic_savez(entries[1], **unsafe, checksum=_checksum(unsafe))
     with pytest.warns(UserWarning, match="corrupt entry"):
@@ -433,7 +438,9 @@ def test_small_catalog_adapts_the_fusion_folds_up_front_and_says_so(tmp_path: Pa
     model = train(small, cfg, progress=False)
     notes = model.metrics["fusion_adapted"]
     assert any("n_splits lowered to" in n for n in notes) and any("early stopping off" in n for n in notes)
-    members = dict(model.fuser.named_estimators_)
+    folds = list(model.fuser.named_estimators_.values())  # the calibration folds' fusers, voting
+    assert len(folds) == cfg.calibration.n_folds
+    members = dict(folds[0].named_estimators_)
     mlp = next(m for name, m in members.items() if "paper-mlp" in name)
     assert mlp.n_splits < 8 and len(mlp.predict_proba(np.zeros((1, mlp.n_features_in_)) + 1 / 8)) == 1
     print_summary(model.metrics)

@@ -43,7 +43,7 @@ def trained() -> tuple[Calibration, dict, LogisticFusion]:
     rng = np.random.default_rng(0)
     X, y, groups = _inputs(3000, rng, missing=0.0)
     blank = (np.r_[np.zeros(C, bool), np.ones(C, bool)], np.r_[np.zeros(C), np.full(C, 1 / C)])
-    oof = cross_fit_fuser(
+    oof, _ = cross_fit_fuser(
         LogisticFusion(n_models=2), X, y, np.arange(C), variants={"no-image": blank}, n_splits=5, seed=0
     )
     options = TrustOptions(target_precision=0.9, min_group_rows=200)

@@ -131,6 +131,12 @@ class TrainConfig(BaseModel):
     # "holdout": the paper's way, from the probabilities of a held-out split (`fusion_holdout` of the training rows).
     fusion_data: Literal["oof", "holdout"] = "oof"
     fusion_holdout: float = 0.1
+    # With fusion_data "oof": false (default) = new products are predicted by the K models of each model's
+    # out-of-fold pass, averaged, and by the calibration stage's fold fusers, voting (the scale the calibration and
+    # the acceptance rule learnt from; no model is refit); true = each model and the fuser refit once on all
+    # training rows (K times cheaper heads and fusion at prediction; the acceptance rule's precision then runs
+    # optimistic on new products: docs/trust.md, "Which models predict").
+    refit_full: bool = False
     noise: NoiseConfig = Field(default_factory=NoiseConfig)
     fusion: FusionConfig = Field(default_factory=FusionConfig)
     # Precision the auto-accepted products must reach (`decision: auto`); the rest go to review. With a taxonomy

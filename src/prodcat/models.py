@@ -317,6 +317,23 @@ class EmbeddingClassifier(MissingModalityMixin, ClassifierMixin, BaseEstimator):
         """``predict_proba(X)`` and the ``(n,)`` bool mask of rows whose item was embedded (False: missing or
         undecodable, the row holds ``prior_``), from one embedding pass."""
         check_is_fitted(self, "classes_")
-        Z, ok = self.embed(X)
+        return self.proba_from_inputs(self.model_inputs(X))
+
+    # -- inputs shared by models on the same backbone (prodcat.folds.FoldEnsemble's members) ------------------
+    def inputs_key(self) -> tuple[Any, ...]:
+        """Identifies the inputs :meth:`model_inputs` computes: fitted models with equal keys embed any ``X``
+        identically (same backbone fingerprint, columns, modality and text cut), so they can share one pass."""
+        emb = self.backbone()
+        fingerprint = getattr(emb, "fingerprint", None) or getattr(emb, "name", None) or id(emb)
+        return ("embedding", str(fingerprint), tuple(self._columns()), self.modality_, self.max_chars)
+
+    def model_inputs(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
+        """What the head reads: ``embed(X)``, the vectors and the mask of rows with an item."""
+        return self.embed(X)
+
+    def proba_from_inputs(self, inputs: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """``(proba (n, C), mask (n,))`` from :meth:`model_inputs`' output (this model's head, its prior)."""
+        check_is_fitted(self, "classes_")
+        Z, ok = inputs
         rows = np.flatnonzero(ok)
         return self._head_proba(len(Z), rows, self.head_, Z[rows]), ok

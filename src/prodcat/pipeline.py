@@ -46,15 +46,18 @@ def _log(progress: bool, msg: str) -> None:
         tqdm.write(msg)
 
 
-def _model_oof(
+def _cleaning(
     est: Any, X: pd.DataFrame, y: np.ndarray, *, role: str, config: TrainConfig, progress: bool
-) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
-    """OOF probabilities of one model on the training rows, with optional noise cleaning of training folds.
+) -> tuple[np.ndarray | None, np.ndarray | None, dict[str, Any]]:
+    """Label-noise cleaning of one model's training folds (when configured for its role).
 
-    Returns ``(oof (n, C), sample_weight or None, noise info)``.
+    Returns ``(the first out-of-fold pass's probabilities, or None when cleaning is off; training weights, or None
+    when every weight is 1; noise info)``.
     """
     from prodcat.noise import PruningPolicy, cleaning_weights
 
+    if not (config.noise.enabled and role in config.noise.modalities):
+        return None, None, {}
     oof = oof_predict_proba(
         est,
         X,
@@ -67,9 +70,6 @@ def _model_oof(
         desc=f"{role} folds",
         n_jobs=config.n_jobs,
     )
-    info: dict[str, Any] = {}
-    if not (config.noise.enabled and role in config.noise.modalities):
-        return oof.proba, None, info
     issues, weights = cleaning_weights(
         y,
         oof.proba,
@@ -83,8 +83,19 @@ def _model_oof(
         "dropped": int((weights == 0).sum()),
         "policy": config.noise.policy,
     }
-    if np.allclose(weights, 1.0):
-        return oof.proba, None, info
+    return oof.proba, (None if np.allclose(weights, 1.0) else weights), info
+
+
+def _model_oof(
+    est: Any, X: pd.DataFrame, y: np.ndarray, *, role: str, config: TrainConfig, progress: bool
+) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
+    """OOF probabilities of one model on the training rows, with optional noise cleaning of training folds.
+
+    Returns ``(oof (n, C), sample_weight or None, noise info)``.
+    """
+    first, weights, info = _cleaning(est, X, y, role=role, config=config, progress=progress)
+    if first is not None and weights is None:
+        return first, None, info
     # Weights apply to the training folds only: every row is still predicted (and later fused) as given.
     again = oof_predict_proba(
         est,
@@ -96,10 +107,39 @@ def _model_oof(
         sample_weight=weights,
         progress=progress,
         cache_dir=config.cache_dir,
-        desc=f"{role} folds (cleaned)",
+        desc=f"{role} folds" + ("" if weights is None else " (cleaned)"),
         n_jobs=config.n_jobs,
     )
     return again.proba, weights, info
+
+
+def _fold_models(
+    est: Any, X: pd.DataFrame, y: np.ndarray, *, role: str, config: TrainConfig, progress: bool
+) -> tuple[np.ndarray, Any, dict[str, Any]]:
+    """The K fold models of one model (:class:`prodcat.folds.FoldEnsemble`, training folds weighted by the noise
+    cleaning) and their out-of-fold probabilities, from the training cache when the same fit was done before.
+
+    Returns ``(oof (n, C), fitted FoldEnsemble, noise info)``.
+    """
+    from prodcat.folds import FoldEnsemble
+    from prodcat.oof import oof_cache_key
+
+    _, weights, info = _cleaning(est, X, y, role=role, config=config, progress=progress)
+    desc = f"{role} folds" + ("" if weights is None else " (cleaned)")
+
+    def fit() -> tuple[np.ndarray, Any]:
+        ensemble = FoldEnsemble(est, n_splits=config.n_folds, seed=config.seed)
+        return ensemble.fit_oof(X, y, sample_weight=weights, progress=progress, desc=desc), ensemble
+
+    proba, fitted = _cached(
+        config,
+        "folds",
+        lambda: oof_cache_key(est, X, y, weights, config.n_folds, config.seed),
+        fit,
+        lambda res: {"proba": res[0], "skops": np.frombuffer(dumps_estimator(res[1]), dtype=np.uint8)},
+        lambda hit: (hit["proba"], loads_estimator(hit["skops"].tobytes(), source="training cache")),
+    )
+    return proba, fitted, info
 
 
 def _cached(
@@ -385,7 +425,11 @@ def train(df: pd.DataFrame, config: TrainConfig, *, progress: bool = True) -> Tr
         t0 = time.perf_counter()
         _log(progress, f"[{role}] {spec.name}")
         try:
-            if config.fusion_data == "oof":
+            if config.fusion_data == "oof" and not config.refit_full:
+                proba, fitted, info = _fold_models(
+                    est, train_df, y, role=role, config=config, progress=progress
+                )
+            elif config.fusion_data == "oof":
                 proba, weights, info = _model_oof(
                     est, train_df, y, role=role, config=config, progress=progress
                 )
@@ -406,15 +450,18 @@ def train(df: pd.DataFrame, config: TrainConfig, *, progress: bool = True) -> Tr
         if info:
             noise_info[f"{role}:{spec.name}"] = info
         timings[f"{role}:{spec.name}"] = round(time.perf_counter() - t0, 2)
-    t0 = time.perf_counter()
-    _log(progress, f"[fusion] {config.fusion.method} on {len(fuse_idx)} rows x {len(models)} models")
     X_fuse = np.hstack(fuse_inputs)  # (n, m*C): one copy, shared by every stage below
     del fuse_inputs
-    try:
-        fuser = _fit_fuser(fuser, X_fuse, y[fuse_idx], config)
-    except ValueError as e:
-        raise ValueError(f"fusion {config.fusion.method!r}: {e}") from e
-    timings["fusion"] = round(time.perf_counter() - t0, 2)
+    # The calibration stage's fold fusers predict (voting) unless the models were refit: see config.refit_full.
+    fold_fusion = config.calibration.enabled and config.fusion_data == "oof" and not config.refit_full
+    if not fold_fusion:
+        t0 = time.perf_counter()
+        _log(progress, f"[fusion] {config.fusion.method} on {len(fuse_idx)} rows x {len(models)} models")
+        try:
+            fuser = _fit_fuser(fuser, X_fuse, y[fuse_idx], config)
+        except ValueError as e:
+            raise ValueError(f"fusion {config.fusion.method!r}: {e}") from e
+        timings["fusion"] = round(time.perf_counter() - t0, 2)
     model = TrainedModel(classes=classes, models=models, fuser=fuser, config=config)
     model.metrics = {
         "n_train": len(tr_idx),
@@ -428,11 +475,27 @@ def train(df: pd.DataFrame, config: TrainConfig, *, progress: bool = True) -> Tr
     fused: np.ndarray | None = None  # out-of-fold fused probabilities (n_fuse, C), from the calibration stage
     if config.calibration.enabled:
         t0 = time.perf_counter()
-        _log(progress, f"[calibration] {config.calibration.n_folds}-fold cross-fitting of the fusion")
+        k = config.calibration.n_folds
+        _log(
+            progress,
+            f"[fusion] {config.fusion.method} cross-fitted in {k} folds on {len(fuse_idx)} rows x {len(models)} "
+            "models"
+            if fold_fusion
+            else f"[calibration] {k}-fold cross-fitting of the fusion",
+        )
         fuse_df = train_df.iloc[fuse_idx].reset_index(drop=True)
-        from prodcat.trust import calibrate_fusion, fused_oof
+        from prodcat.trust import calibrate_fusion, fold_vote, fused_oof
 
-        oof = fused_oof(model, X_fuse, y[fuse_idx], config, cached=_cached)
+        try:
+            oof, fold_fusers = fused_oof(model, X_fuse, y[fuse_idx], config, cached=_cached)
+        except ValueError as e:
+            raise ValueError(f"fusion {config.fusion.method!r}: {e}") from e
+        if fold_fusion:
+            model.fuser = fold_vote(fold_fusers, X_fuse, y[fuse_idx])
+            timings["fusion"] = round(time.perf_counter() - t0, 2)
+            t0 = time.perf_counter()
+        del fold_fusers
+        _log(progress, "[calibration] temperatures and acceptance rules on the out-of-fold fused probabilities")
         model.calibration, model.metrics["calibration"] = calibrate_fusion(
             model, X_fuse, y[fuse_idx], fuse_df, config, cached=_cached, oof=oof
         )

@@ -48,6 +48,7 @@ _ARRAYS = {
 # Estimators rebuilt attribute by attribute (``__new__`` + ``__setstate__``/``__dict__``), never called.
 _ESTIMATORS = {
     "ObjectNode": {
+        "prodcat.folds.FoldEnsemble",
         "prodcat.models.EmbeddingClassifier",
         "prodcat.text.models.TfidfTextClassifier",
         "prodcat.image.finetune.ImageFineTuneClassifier",
@@ -99,10 +100,14 @@ def one_line(e: BaseException, *, limit: int = 400) -> str:
 
 
 def strip_runtime(est: Any) -> Any:
-    """A shallow copy of ``est`` without live resources (nested estimators are handled by skops)."""
+    """A shallow copy of ``est`` without live resources, and so the fitted members of an ensemble
+    (``estimators_``, :class:`prodcat.folds.FoldEnsemble`)."""
     clean = copy.copy(est)
     for attr in RUNTIME_ATTRS:
         clean.__dict__.pop(attr, None)
+    members = clean.__dict__.get("estimators_")
+    if isinstance(members, list):
+        clean.__dict__["estimators_"] = [strip_runtime(m) for m in members]
     return clean
 
 

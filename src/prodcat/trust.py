@@ -125,7 +125,8 @@ def cross_fit_fuser(
 
     Returns
     -------
-    name -> ``(proba (n, C) float32 in classes order, predicted (n,) class codes)``. float32 halves the largest
+    ``(out, fusers)``: ``out`` maps name -> ``(proba (n, C) float32 in classes order, predicted (n,) class
+    codes)``; ``fusers`` are the K fitted fold fusers (fold order), what :func:`fold_vote` predicts with. float32 halves the largest
     arrays of the calibration stage (one (n, C) per variant: 0.5 GB each at 22k rows x 3,000 classes); its
     rounding (~6e-8 relative) is far below what is calibrated from them, and the labels are the fuser's own.
     """
@@ -138,6 +139,7 @@ def cross_fit_fuser(
     pos = {c: i for i, c in enumerate(classes.tolist())}
     names = ["", *(k for k in variants if k)]
     out = {k: (np.zeros((len(y), len(classes)), np.float32), np.zeros(len(y), np.int64)) for k in names}
+    fusers = []
     for tr, te in kfold_indices(y, n_splits=n_splits, seed=seed):
         fitted = clone(fuser).fit(X[tr], y[tr])
         for name in names:
@@ -145,7 +147,18 @@ def cross_fit_fuser(
             labels, proba = labels_and_proba(fitted, Xv)
             out[name][0][te] = align_proba(proba, fitted.classes_, classes)
             out[name][1][te] = [pos[v] for v in labels.tolist()]
-    return out
+        fusers.append(fitted)
+    return out, fusers
+
+
+def fold_vote(fusers: list[Any], X: np.ndarray, y: np.ndarray) -> Any:
+    """The fitted fold fusers of :func:`cross_fit_fuser` as one fuser: a hard-vote
+    :class:`~prodcat.ensemble.VotingEnsemble` (each fold's fuser votes its label, ties to the highest mean
+    probability; probabilities are the members' mean), as the paper's fusion votes its 8 fold models. ``X``, ``y``:
+    the fusion rows (nothing is refit)."""
+    from prodcat.ensemble import VotingEnsemble
+
+    return VotingEnsemble([(f"fold{k}", f) for k, f in enumerate(fusers)], voting="hard").fit(X, y)
 
 
 def blank_variants(
@@ -337,25 +350,44 @@ def review_order(frame: pd.DataFrame, class_counts: dict[str, int]) -> pd.DataFr
 
 def fused_oof(
     model: TrainedModel, X: np.ndarray, y: np.ndarray, config: TrainConfig, *, cached: Any
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[Any]]:
     """The fuser cross-fitted on ``calibration.n_folds`` folds of its inputs ``X`` (n, m*C) and labels ``y``:
     :func:`cross_fit_fuser`'s out-of-fold fused probabilities and labels (``""``: the rows as they are; the
-    blanked variants), from the training cache when the same fusion, inputs and folds were computed before."""
+    blanked variants) and its fitted fold fusers, from the training cache when the same fusion, inputs and
+    folds were computed before."""
     import joblib
 
     import prodcat
+    from prodcat.fusion import dumps_fuser, loads_fuser
 
     cal, classes = config.calibration, model.classes
     variants, _ = blank_variants(model.models, classes)
+    names = ["", *variants]
 
-    def run() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    def run() -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[Any]]:
         return cross_fit_fuser(
             model.fuser, X, y, classes, variants=variants, n_splits=cal.n_folds, seed=config.seed + 2
         )
 
+    def encode(res: tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[Any]]) -> dict[str, np.ndarray]:
+        out = {f"{n or 'real'}.{i}": a for n, arrays in res[0].items() for i, a in enumerate(arrays)}
+        for k, fitted in enumerate(res[1]):
+            meta, arrays = dumps_fuser(fitted)
+            out[f"fuser{k}.meta"] = np.frombuffer(meta, dtype=np.uint8)
+            out[f"fuser{k}.arrays"] = np.frombuffer(arrays, dtype=np.uint8)
+        return out
+
+    def decode(hit: dict[str, np.ndarray]) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[Any]]:
+        oof = {n: (hit[f"{n or 'real'}.0"], hit[f"{n or 'real'}.1"]) for n in names}
+        fusers = [
+            loads_fuser(hit[f"fuser{k}.meta"].tobytes(), hit[f"fuser{k}.arrays"].tobytes())
+            for k in range(cal.n_folds)
+        ]
+        return oof, fusers
+
     return cached(  # type: ignore[no-any-return]
         config,
-        "calibration",
+        "fusion-folds",  # the fold fusers and their out-of-fold fused probabilities
         lambda: str(
             joblib.hash(
                 (
@@ -370,8 +402,8 @@ def fused_oof(
             )
         ),
         run,
-        lambda res: {f"{n or 'real'}.{i}": a for n, arrays in res.items() for i, a in enumerate(arrays)},
-        lambda hit: {n: (hit[f"{n or 'real'}.0"], hit[f"{n or 'real'}.1"]) for n in ["", *variants]},
+        encode,
+        decode,
     )
 
 
@@ -389,7 +421,7 @@ def calibrate_fusion(
     labels ``y`` and catalog rows ``df``; ``oof``: :func:`fused_oof` (computed here when not given)."""
     cal, classes = config.calibration, model.classes
     _, blanked = blank_variants(model.models, classes)
-    oof = fused_oof(model, X, y, config, cached=cached) if oof is None else oof
+    oof = fused_oof(model, X, y, config, cached=cached)[0] if oof is None else oof
     y_codes = np.searchsorted(classes, y)  # classes = np.unique(training labels): sorted
     knobs = cal.model_dump(include={"confidence_level", "bound", "min_class_rows", "min_group_rows"})
     options = TrustOptions(target_precision=config.target_precision, **knobs)

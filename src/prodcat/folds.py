@@ -1,0 +1,150 @@
+"""The K models of an out-of-fold pass, kept and predicting together (bagging), instead of one model refit on all rows.
+
+Why (issue 17, docs/bench/trust.md): the fusion, the calibration and the acceptance rule learn from out-of-fold
+probabilities, each row scored by a model trained on (K-1)/K of the rows. A model refit on every row is more
+confident on new products than those fold models were on their held-out rows, by more than it is more accurate,
+so a threshold learnt on out-of-fold confidence accepted too many new products (fashion-masked: 0.971 precision
+at a 0.98 target). Predicting with the average of the fold models keeps new products' probabilities on the scale
+the later stages learnt from; AutoGluon's bagged models predict the same way, and the paper's fusion votes its 8
+fold models.
+
+:class:`FoldEnsemble` is an sklearn classifier: ``fit`` trains one clone of ``estimator`` per fold;
+:meth:`FoldEnsemble.fit_oof` also returns the out-of-fold probabilities of the training rows (what the fusion
+learns from), so the fold models cost nothing beyond the out-of-fold pass that training runs anyway (and no
+refit). ``predict_proba`` is the mean of the members' probabilities. Members that compute the same inputs (an
+embedding model's vectors: the same backbone on the same columns) share one computation per call
+(:meth:`prodcat.models.EmbeddingClassifier.model_inputs`), so an image is embedded once, not K times; other models
+(``tfidf``: its vocabulary is learnt per fold) run each member in turn.
+"""
+
+from __future__ import annotations
+
+from numbers import Integral
+from typing import Any, ClassVar
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.utils.validation import check_is_fitted
+from tqdm.auto import tqdm
+
+from prodcat.oof import align_proba
+from prodcat.params import Interval, validate_params
+from prodcat.splits import kfold_indices
+
+
+def _take(X: Any, idx: np.ndarray) -> Any:
+    return X.iloc[idx] if hasattr(X, "iloc") else X[idx]
+
+
+class FoldEnsemble(ClassifierMixin, BaseEstimator):
+    """One clone of ``estimator`` per stratified fold (trained on the other folds); predicts their mean.
+
+    Parameters
+    ----------
+    estimator : an unfitted sklearn-style classifier (``fit`` / ``predict_proba``, ``sample_weight`` optional).
+    n_splits : number of folds K (each member is trained on (K-1)/K of the rows).
+    seed : seed of the fold assignment (:func:`prodcat.splits.kfold_indices`, the out-of-fold pass's folds).
+
+    Attributes
+    ----------
+    estimators_ : the K fitted members, fold order. classes_ : (C,) sorted labels of the training rows.
+    """
+
+    _constraints: ClassVar[dict[str, list[Any]]] = {
+        "n_splits": [Interval(Integral, 2, None, closed="left")],
+        "seed": [Integral],
+    }
+
+    def __init__(self, estimator: Any = None, *, n_splits: int = 5, seed: int = 42) -> None:
+        self.estimator = estimator
+        self.n_splits = n_splits
+        self.seed = seed
+
+    def fit(self, X: Any, y: Any, sample_weight: np.ndarray | None = None) -> FoldEnsemble:
+        """Train the K members (``sample_weight``: training weights of the rows, each member gets its own rows')."""
+        self.fit_oof(X, y, sample_weight=sample_weight, progress=False)
+        return self
+
+    def fit_oof(
+        self,
+        X: Any,
+        y: Any,
+        *,
+        sample_weight: np.ndarray | None = None,
+        progress: bool = True,
+        desc: str = "folds",
+    ) -> np.ndarray:
+        """Train the K members and return the (n, C) out-of-fold probabilities of the training rows (each row's
+        from the member that did not see it), in ``classes_`` order."""
+        validate_params(self, self._constraints)
+        if self.estimator is None:
+            raise ValueError("FoldEnsemble needs an estimator")
+        y = np.asarray(y)
+        self.classes_ = np.unique(y)
+        oof = np.zeros((len(y), len(self.classes_)), dtype=np.float64)
+        members = []
+        splits = list(kfold_indices(y, n_splits=self.n_splits, seed=self.seed))
+        for tr, te in tqdm(splits, desc=desc, disable=not progress, leave=False):
+            member = clone(self.estimator)
+            kw = {} if sample_weight is None else {"sample_weight": np.asarray(sample_weight)[tr]}
+            member.fit(_take(X, tr), y[tr], **kw)
+            oof[te] = align_proba(member.predict_proba(_take(X, te)), member.classes_, self.classes_)
+            members.append(member)
+        self.estimators_ = members
+        return oof
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """(n, C) mean of the members' probabilities in ``classes_`` order."""
+        return self.predict_proba_with_mask(X)[0]
+
+    def predict_proba_with_mask(self, X: Any) -> tuple[np.ndarray, np.ndarray | None]:
+        """``predict_proba(X)`` and the ``(n,)`` mask of rows the members had an input for (None when the members
+        do not report one); members computing the same inputs share one computation."""
+        check_is_fitted(self, "estimators_")
+        total: np.ndarray | None = None
+        mask: np.ndarray | None = None
+        shared: dict[Any, Any] = {}
+        for member in self.estimators_:
+            key = member.inputs_key() if callable(getattr(member, "inputs_key", None)) else None
+            if key is not None:
+                if key not in shared:
+                    shared[key] = member.model_inputs(X)
+                proba, ok = member.proba_from_inputs(shared[key])
+            elif callable(getattr(member, "predict_proba_with_mask", None)):
+                proba, ok = member.predict_proba_with_mask(X)
+            else:
+                proba, ok = member.predict_proba(X), None
+            proba = align_proba(proba, member.classes_, self.classes_)
+            total = proba if total is None else total + proba
+            if ok is not None:
+                mask = ok if mask is None else mask | ok
+        assert total is not None
+        return total / len(self.estimators_), mask
+
+    def predict(self, X: Any) -> np.ndarray:
+        """(n,) labels of the highest mean probability."""
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+    # -- what the rest of prodcat asks of a modality model, answered by the members ---------------------------
+    def set_runtime(self, **params: Any) -> None:
+        """Set run-time parameters (``cache_dir``, ``progress``) on every member that has them."""
+        for member in self.estimators_:
+            own = member.get_params(deep=False)
+            member.set_params(**{k: v for k, v in params.items() if k in own})
+
+    #: Asked of a modality model by the bundle (the fingerprint of the frozen backbone it embeds with): answered by
+    #: the first member when the members have it (they share the backbone), absent otherwise, as for the member.
+    _DELEGATED = frozenset({"backbone", "backbone_fingerprint"})
+
+    def __getattr__(self, name: str) -> Any:
+        members = self.__dict__.get("estimators_")
+        if name in FoldEnsemble._DELEGATED and members:
+            return getattr(members[0], name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        inner = self.estimator.__sklearn_tags__() if self.estimator is not None else None
+        if inner is not None:
+            tags.input_tags = inner.input_tags
+        return tags
