@@ -144,3 +144,38 @@ def test_training_predicts_with_the_fold_models_unless_refit_full(
         assert len(fuser.estimators_) == cfg.calibration.n_folds
         assert {type(f).__name__ for f in fuser.estimators_} == {"LogisticFusion"}
     assert model.metrics["validation"]["macro_f1"] > 0.5
+
+
+def test_prediction_does_not_write_the_training_cache_through_the_members(
+    demo_catalog: Path, tmp_path: Path
+) -> None:
+    """Regression: the predictor switched the models' embedding cache off for prediction by their own parameters,
+    which a FoldEnsemble does not have: its members kept the training cache and wrote every predicted item to it."""
+    from prodcat.predict import Predictor
+
+    df = read_catalog(demo_catalog)[0]
+    cfg = TrainConfig.model_validate(
+        {
+            "text_models": [{"name": "embed:test-tiny"}],
+            "image_models": [],
+            "n_folds": 3,
+            "validation_fraction": 0.0,
+            "calibration": {"enabled": False},
+            "noise": {"enabled": False},
+            "cache_dir": str(tmp_path / "cache"),
+        }
+    )
+    model = train(df, cfg, progress=False)
+    Predictor(model, {})
+    members = [m for _, _, est in model.models for m in est.estimators_]
+    assert members and all(m.cache_dir is None and m.progress is False for m in members)
+
+
+def test_only_models_whose_members_share_their_inputs_are_kept_as_folds() -> None:
+    """tfidf's K members would each carry a vocabulary and weights (K times the bundle and the prediction cost):
+    training refits it; embedding models keep their K heads on one embedding pass."""
+    from prodcat.registry import create
+
+    assert FoldEnsemble.shares_inputs(create("text-model", "embed:test-tiny"))
+    assert not FoldEnsemble.shares_inputs(create("text-model", "tfidf"))
+    assert not FoldEnsemble.shares_inputs(Memoriser())

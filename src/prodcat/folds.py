@@ -121,17 +121,19 @@ class FoldEnsemble(ClassifierMixin, BaseEstimator):
         assert total is not None
         return total / len(self.estimators_), mask
 
+    @staticmethod
+    def shares_inputs(estimator: Any) -> bool:
+        """Whether K members of ``estimator`` share their inputs (:meth:`~prodcat.models.EmbeddingClassifier.
+        model_inputs`: K small heads on one embedding pass), so that keeping all K costs little at prediction.
+        Training keeps the fold models of such models only; others (``tfidf``, whose vocabulary and weights would be
+        stored, loaded and run K times; fine-tuned networks) are refit once on all rows (docs/trust.md)."""
+        return all(callable(getattr(estimator, m, None)) for m in ("inputs_key", "model_inputs"))
+
     def predict(self, X: Any) -> np.ndarray:
         """(n,) labels of the highest mean probability."""
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
     # -- what the rest of prodcat asks of a modality model, answered by the members ---------------------------
-    def set_runtime(self, **params: Any) -> None:
-        """Set run-time parameters (``cache_dir``, ``progress``) on every member that has them."""
-        for member in self.estimators_:
-            own = member.get_params(deep=False)
-            member.set_params(**{k: v for k, v in params.items() if k in own})
-
     #: Asked of a modality model by the bundle (the fingerprint of the frozen backbone it embeds with): answered by
     #: the first member when the members have it (they share the backbone), absent otherwise, as for the member.
     _DELEGATED = frozenset({"backbone", "backbone_fingerprint"})
@@ -148,3 +150,11 @@ class FoldEnsemble(ClassifierMixin, BaseEstimator):
         if inner is not None:
             tags.input_tags = inner.input_tags
         return tags
+
+
+def set_runtime(est: Any, **params: Any) -> None:
+    """Set run-time parameters (``cache_dir``, ``progress``: how a model runs, never what it predicts) on a fitted
+    modality model, or on every member of a :class:`FoldEnsemble`, where it has them."""
+    for member in est.estimators_ if isinstance(est, FoldEnsemble) else [est]:
+        own = member.get_params(deep=False)
+        member.set_params(**{k: v for k, v in params.items() if k in own})

@@ -6,9 +6,17 @@ Training (``fusion_data="oof"``, the default)::
                                                                   ├─ image model k: K-fold OOF probas (n, C)
                                                                   │    (noise: confident learning on its OOF ->
                                                                   │     training-fold weights -> OOF again)
-                                                                  ├─ each model refit on all train rows (weighted)
-                                                                  └─ fuser fit on [OOF probas of every model] (n, m*C)
+                                                                  ├─ each embedding model: its K fold models
+                                                                  │  (FoldEnsemble); tfidf & fine-tuned: refit
+                                                                  └─ fuser cross-fitted on [OOF probas] (n, m*C):
+                                                                     fold fusers vote; calibration + acceptance
+                                                                     on their out-of-fold outputs
                                        validation rows ─▶ macro-F1 of every model, every modality and the fusion
+
+New products are predicted by the models the calibration learnt from (``refit_full: false``, docs/trust.md "Which
+models predict"): the fold models of every model whose K members share one embedding pass, the calibration's fold
+fusers; models that would be stored and run K times (tfidf, fine-tuned networks) are refit on all training rows.
+``refit_full: true`` refits every model (weighted) and the fuser on all training rows.
 
 With ``fusion_data="holdout"`` (the paper's way) the modality models are fit on the training part minus a held-out
 ``fusion_holdout`` fraction, and the fuser learns from their probabilities on that held-out part.
@@ -32,6 +40,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from prodcat.config import FusionConfig, ModelSpec, TrainConfig, build_fuser, build_model
+from prodcat.folds import FoldEnsemble
 from prodcat.model import TrainedModel, evaluate_models
 from prodcat.oof import align_proba, oof_predict_proba
 from prodcat.safe_io import UnsafeContentError, dumps_estimator, loads_estimator
@@ -121,7 +130,6 @@ def _fold_models(
 
     Returns ``(oof (n, C), fitted FoldEnsemble, noise info)``.
     """
-    from prodcat.folds import FoldEnsemble
     from prodcat.oof import oof_cache_key
 
     _, weights, info = _cleaning(est, X, y, role=role, config=config, progress=progress)
@@ -425,7 +433,7 @@ def train(df: pd.DataFrame, config: TrainConfig, *, progress: bool = True) -> Tr
         t0 = time.perf_counter()
         _log(progress, f"[{role}] {spec.name}")
         try:
-            if config.fusion_data == "oof" and not config.refit_full:
+            if config.fusion_data == "oof" and not config.refit_full and FoldEnsemble.shares_inputs(est):
                 proba, fitted, info = _fold_models(
                     est, train_df, y, role=role, config=config, progress=progress
                 )

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from prodcat.clean import clean_text
 from prodcat.ensemble import labels_and_proba
+from prodcat.folds import set_runtime
 from prodcat.model import TrainedModel
 from prodcat.oof import align_proba
 from prodcat.probability import top_k_indices
@@ -57,10 +58,7 @@ class Predictor:
             "target_precision": None if model.calibration is None else model.calibration.target_precision,
         }
         for _, _, est in model.models:
-            if "cache_dir" in est.get_params(deep=False):
-                est.set_params(cache_dir=cache_dir)
-            if "progress" in est.get_params(deep=False):
-                est.set_params(progress=False)
+            set_runtime(est, cache_dir=cache_dir, progress=False)
 
     def roles(self) -> set[str]:
         """Modalities the model uses."""
