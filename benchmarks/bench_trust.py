@@ -205,7 +205,9 @@ def rakuten_no_photo(seeds: list[int], folder: Path, method: str, target: float)
             oof, y_tr, np.full(len(tr), "text+image", object), blanked={"no-image": "image"},
             classes=classes.tolist(), options=TrustOptions(target_precision=target),
         )  # fmt: skip
-        final = fold_vote(fold_fusers, X_all[tr], y_all[tr])  # as `prodcat train` predicts (refit_full: false)
+        final = fold_vote(
+            fold_fusers, X_all[tr], y_all[tr]
+        )  # as `prodcat train` predicts (refit_full: false)
         y_te = np.array([pos[v] for v in y_all[te].tolist()])
         for group, X in (("text+image", X_all[te]), ("text", np.where(cols, values, X_all[te]))):
             labels, proba = labels_and_proba(final, X)

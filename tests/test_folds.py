@@ -17,7 +17,6 @@ from prodcat.models import EmbeddingClassifier
 from prodcat.oof import oof_predict_proba
 from prodcat.pipeline import train
 from prodcat.safe_io import dumps_estimator, loads_estimator
-
 from test_oof import Memoriser
 
 

@@ -503,7 +503,9 @@ def train(df: pd.DataFrame, config: TrainConfig, *, progress: bool = True) -> Tr
             timings["fusion"] = round(time.perf_counter() - t0, 2)
             t0 = time.perf_counter()
         del fold_fusers
-        _log(progress, "[calibration] temperatures and acceptance rules on the out-of-fold fused probabilities")
+        _log(
+            progress, "[calibration] temperatures and acceptance rules on the out-of-fold fused probabilities"
+        )
         model.calibration, model.metrics["calibration"] = calibrate_fusion(
             model, X_fuse, y[fuse_idx], fuse_df, config, cached=_cached, oof=oof
         )
