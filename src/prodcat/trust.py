@@ -112,7 +112,7 @@ def cross_fit_fuser(
     variants: dict[str, tuple[np.ndarray, np.ndarray]],
     n_splits: int,
     seed: int,
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[Any]]:
     """Out-of-fold fused probabilities and predicted labels of the fusion inputs, plus blanked variants.
 
     Parameters
