@@ -23,8 +23,10 @@ from numbers import Integral
 from typing import Any, ClassVar
 
 import numpy as np
+import scipy.sparse as sp
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import _check_sample_weight, _num_samples, check_is_fitted, column_or_1d
 from tqdm.auto import tqdm
 
 from prodcat.oof import align_proba
@@ -33,7 +35,14 @@ from prodcat.splits import kfold_indices
 
 
 def _take(X: Any, idx: np.ndarray) -> Any:
-    return X.iloc[idx] if hasattr(X, "iloc") else X[idx]
+    """Rows ``idx`` of a DataFrame, an array, a sparse matrix or a list (whatever the members take)."""
+    from sklearn.utils import _safe_indexing
+
+    if sp.issparse(X):  # every sparse format indexed by rows as CSR
+        X = X.tocsr()
+    elif not isinstance(X, list) and not hasattr(X, "iloc") and not hasattr(X, "shape"):
+        X = np.asarray(X)  # other array-likes
+    return _safe_indexing(X, idx)
 
 
 class FoldEnsemble(ClassifierMixin, BaseEstimator):
@@ -79,7 +88,15 @@ class FoldEnsemble(ClassifierMixin, BaseEstimator):
         validate_params(self, self._constraints)
         if self.estimator is None:
             raise ValueError("FoldEnsemble needs an estimator")
-        y = np.asarray(y)
+        if y is None:
+            raise ValueError("FoldEnsemble requires y to be passed, but the target y is None")
+        y = column_or_1d(y, warn=True)
+        check_classification_targets(y)
+        n = _num_samples(X)
+        if n != len(y):
+            raise ValueError(f"X has {n} rows and y {len(y)} labels; they must be equal")
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, np.empty((n, 0)))
         self.classes_ = np.unique(y)
         oof = np.zeros((len(y), len(self.classes_)), dtype=np.float64)
         members = []
@@ -91,6 +108,9 @@ class FoldEnsemble(ClassifierMixin, BaseEstimator):
             oof[te] = align_proba(member.predict_proba(_take(X, te)), member.classes_, self.classes_)
             members.append(member)
         self.estimators_ = members
+        n_features = {getattr(m, "n_features_in_", None) for m in members}
+        if len(n_features) == 1 and None not in n_features:  # members on a 2-D array: say its width
+            self.n_features_in_ = n_features.pop()
         return oof
 
     def predict_proba(self, X: Any) -> np.ndarray:
@@ -131,7 +151,8 @@ class FoldEnsemble(ClassifierMixin, BaseEstimator):
 
     def predict(self, X: Any) -> np.ndarray:
         """(n,) labels of the highest mean probability."""
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        proba = self.predict_proba(X)
+        return self.classes_[np.argmax(proba, axis=1)]
 
     # -- what the rest of prodcat asks of a modality model, answered by the members ---------------------------
     #: Asked of a modality model by the bundle (the fingerprint of the frozen backbone it embeds with): answered by
