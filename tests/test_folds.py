@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
 
+from conftest import TINY_CONFIG
 from prodcat.catalog import read_catalog
 from prodcat.config import TrainConfig
 from prodcat.folds import FoldEnsemble
@@ -119,17 +120,7 @@ def test_training_predicts_with_the_fold_models_unless_refit_full(
     demo_catalog: Path, refit_full: bool
 ) -> None:
     df = read_catalog(demo_catalog)[0]
-    cfg = TrainConfig.model_validate(
-        {
-            "text_models": [{"name": "embed:test-tiny"}],
-            "image_models": [{"name": "embed:test-tiny"}],
-            "n_folds": 3,
-            "validation_fraction": 0.2,
-            "fusion": {"method": "logistic"},
-            "cache_dir": None,
-            "refit_full": refit_full,
-        }
-    )
+    cfg = TrainConfig.model_validate({**TINY_CONFIG, "refit_full": refit_full})
     model = train(df, cfg, progress=False)
     kinds = {type(est).__name__ for _, _, est in model.models}
     fuser: Any = model.fuser
