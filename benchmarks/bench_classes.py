@@ -19,7 +19,10 @@ default cache: no out-of-fold result or fitted model is reused). It records the 
 others were, run with ``OMP_NUM_THREADS=1`` so that idle BLAS threads do not spin), peak resident memory
 (``ru_maxrss``), bundle size, validation macro-F1 per level, then loads the bundle and times
 ``Predictor.predict_frame`` (fused labels, calibrated confidence and decision, top 5, taxonomy path and back-off)
-on 2,000 products, embeddings read from the cache, so what is timed is what grows with the classes. One JSON
+on 2,000 products, embeddings read from the cache, so what is timed is what grows with the classes (also with the
+fold models' linear heads run one by one instead of stacked, alternated in the same process), and end to end on
+the first 300 of them with a predictor without the cache (every title and photo encoded: what a new product
+costs). One JSON
 line per size is appended to ``--jsonl``; ``--keep-in DIR`` keeps each size's bundle and training cache in
 ``DIR/<size>`` (``bench_class_fusion.py`` reads them). ``--folds 3000:3`` trains a size with fewer folds (the
 3,000-leaf catalog, whose leaves have few products: its prediction cost is the figure that counts).
@@ -132,7 +135,9 @@ def fresh_cache(root: Path) -> Path:
     return root
 
 
-def one(size: int, *, min_rows: int, repeat: int, folds: int, work: Path) -> dict[str, object]:
+def one(
+    size: int, *, min_rows: int, repeat: int, folds: int, work: Path, end_to_end: int = 300
+) -> dict[str, object]:
     """Train the ``size`` catalog as ``prodcat train`` does (train, save the bundle), load the bundle and time its
     predictions; returns the figures."""
     from prodcat.bundle import load_bundle, save_bundle
@@ -165,6 +170,14 @@ def one(size: int, *, min_rows: int, repeat: int, folds: int, work: Path) -> dic
     frame = predictor.predict_frame(sample)
     frame_ms = (time.perf_counter() - t0) / len(sample) * 1000
     frame_cpu_ms = (time.process_time() - c0) / len(sample) * 1000
+    stacked = stacked_vs_one_by_one(predictor, sample, repeats=3)
+    # End to end: a fresh predictor without the cache (every title and photo encoded, as for new products).
+    cold = load_bundle(bundle, cache_dir=None)
+    few = sample.head(end_to_end)
+    cold.predict_frame(few.head(20))  # ONNX sessions and USE loaded
+    c0 = time.process_time()
+    cold.predict_frame(few)
+    e2e_cpu_ms = (time.process_time() - c0) / len(few) * 1000
     val = model.metrics.get("validation", {})
     return {
         "size": size,
@@ -180,6 +193,9 @@ def one(size: int, *, min_rows: int, repeat: int, folds: int, work: Path) -> dic
         "predict_ms_per_product": round(frame_ms, 3),
         "predict_cpu_ms_per_product": round(frame_cpu_ms, 3),
         "predicted_auto": round(float((frame["decision"] == "auto").mean()), 4),
+        **stacked,
+        "end_to_end_products": len(few),
+        "end_to_end_cpu_ms_per_product": round(e2e_cpu_ms, 3),
         "fusion": type(model.fuser).__name__,
         "macro_f1": val.get("macro_f1"),
         "per_model": {k: v["macro_f1"] for k, v in val.get("per_model", {}).items()},
@@ -187,6 +203,26 @@ def one(size: int, *, min_rows: int, repeat: int, folds: int, work: Path) -> dic
         "hierarchical_f1": val.get("taxonomy", {}).get("hierarchical", {}).get("f1"),
         "back_off": val.get("taxonomy", {}).get("back_off"),
     }
+
+
+def stacked_vs_one_by_one(predictor: Any, sample: pd.DataFrame, *, repeats: int) -> dict[str, float]:
+    """CPU ms per product of ``predict_frame`` (embeddings from the cache) with the fold models' linear heads
+    stacked into one matrix product (``FoldEnsemble._linear_stack``, the default) and with each member's head run in
+    turn (as before it), alternated ``repeats`` times in this process; medians."""
+    from prodcat.folds import FoldEnsemble
+
+    stack = FoldEnsemble._linear_stack
+    times: dict[str, list[float]] = {"stacked": [], "one_by_one": []}
+    try:
+        for _ in range(repeats):
+            for mode in times:
+                FoldEnsemble._linear_stack = stack if mode == "stacked" else (lambda self: None)  # type: ignore[method-assign]
+                c0 = time.process_time()
+                predictor.predict_frame(sample)
+                times[mode].append((time.process_time() - c0) / len(sample) * 1000)
+    finally:
+        FoldEnsemble._linear_stack = stack  # type: ignore[method-assign]
+    return {f"predict_cpu_ms_per_product_{k}": round(float(np.median(v)), 3) for k, v in times.items()}
 
 
 def main() -> None:

@@ -75,12 +75,13 @@ def encoder_throughput(model_dir: Path, test_csv: Path, text_column: str) -> flo
 
     predictor = load_bundle(model_dir)
     df, _ = read_catalog(test_csv, text_columns=[text_column])
-    image_models = [
-        est for _, role, est in predictor.model.models if role == "image" and hasattr(est, "embed")
-    ]
-    if not image_models:
+    image_models = [est for _, role, est in predictor.model.models if role == "image"]
+    # a model kept as its fold models (prodcat.folds.FoldEnsemble) embeds with its first member's encoder
+    encoders = [getattr(est, "estimators_", [est])[0] for est in image_models]
+    encoders = [est for est in encoders if hasattr(est, "embed")]
+    if not encoders:
         return None
-    est = image_models[0]
+    est = encoders[0]
     est.cache_dir = None
     t0 = time.perf_counter()
     est.embed(df)

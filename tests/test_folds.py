@@ -90,7 +90,67 @@ def test_embedding_members_embed_each_item_once_per_call() -> None:
     assert after - before == 10
     assert mask is not None and mask.all()
     one_by_one = np.mean([m.predict_proba(X.head(10)) for m in ens.estimators_], axis=0)
-    np.testing.assert_allclose(proba, one_by_one)
+    np.testing.assert_allclose(proba, one_by_one, rtol=0, atol=1e-6)  # stacked heads: float32 products
+
+
+@pytest.mark.parametrize("head", ["logreg", "lda"])
+@pytest.mark.parametrize("classes", [2, 3])
+def test_linear_heads_run_as_one_product_with_the_members_probabilities(head: str, classes: int) -> None:
+    """Members with a linear softmax head (standardiser + logistic regression or LDA, binary or multiclass) are
+    stacked into one matrix product; the result is the mean of the members' own probabilities (not a pool of their
+    logits), rows without an item included."""
+    X, y = _frame(90)
+    keep = np.isin(y, ["a", "b", "c"][:classes])
+    X, y = X[keep].reset_index(drop=True), y[keep]
+    X.loc[:4, "title"] = ""  # five rows without text: the members' prior
+    ens = FoldEnsemble(
+        EmbeddingClassifier(CountingEmbedder(), modality="text", head=head), n_splits=3, seed=0
+    )
+    ens.fit(X, y)
+    assert ens._linear_stack() is not None
+    proba, mask = ens.predict_proba_with_mask(X)
+    one_by_one = np.mean([m.predict_proba(X) for m in ens.estimators_], axis=0)
+    np.testing.assert_allclose(proba, one_by_one, rtol=0, atol=1e-6)
+    assert mask is not None and (~mask).sum() == 5
+    prior = np.mean([m.prior_ for m in ens.estimators_], axis=0)
+    np.testing.assert_allclose(proba[~mask], np.tile(prior, (5, 1)), atol=1e-12)
+
+
+def test_heads_that_are_not_a_softmax_of_an_affine_map_run_one_by_one() -> None:
+    """An MLP head, or a classifier whose probabilities are not a softmax of its decision function (one-vs-rest
+    normalisation, caught on probe rows), is not stacked; predictions are the members' mean as before."""
+    from sklearn.linear_model import LogisticRegression
+
+    from prodcat.heads import softmax_affine
+
+    class OneVsRest(LogisticRegression):
+        def predict_proba(self, X: Any) -> np.ndarray:
+            p = 1 / (1 + np.exp(-self.decision_function(X)))
+            return p / p.sum(axis=1, keepdims=True)
+
+    X, y = _frame(90)
+    for head in ("mlp", OneVsRest(C=1.0)):
+        ens = FoldEnsemble(EmbeddingClassifier(CountingEmbedder(), modality="text", head=head), n_splits=3)
+        ens.fit(X, y)
+        assert ens._linear_stack() is None
+        one_by_one = np.mean([m.predict_proba(X) for m in ens.estimators_], axis=0)
+        np.testing.assert_allclose(ens.predict_proba(X), one_by_one)
+    plain = LogisticRegression().fit(np.eye(3).repeat(4, axis=0), np.arange(3).repeat(4))
+    assert softmax_affine(plain, 3) is not None
+    assert softmax_affine(plain, 4) is None  # the head reads another width
+
+
+def test_stacked_heads_are_not_saved_and_are_rebuilt_after_loading() -> None:
+    X, y = _frame(90)
+    ens = FoldEnsemble(EmbeddingClassifier("test-tiny", modality="text"), n_splits=3, seed=0).fit(X, y)
+    before = ens.predict_proba(X)
+    assert ens.__dict__.get("_linear_stack_") is not None
+    blob = dumps_estimator(ens)
+    assert b"_linear_stack_" not in blob
+    back = loads_estimator(blob, source="test")
+    assert "_linear_stack_" not in back.__dict__
+    np.testing.assert_allclose(back.predict_proba(X), before, rtol=0, atol=1e-12)
+    assert back.__dict__.get("_linear_stack_") is not None
 
 
 def test_saves_and_loads_through_the_allow_list() -> None:

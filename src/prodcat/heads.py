@@ -286,3 +286,46 @@ def _class_weights(
     mass = np.bincount(codes, weights=w, minlength=len(classes))
     per_class = np.divide(w.sum(), len(classes) * mass, out=np.zeros(len(classes)), where=mass > 0)
     return per_class[codes]
+
+
+def softmax_affine(head: Any, dim: int, *, tol: float = 1e-6) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(W (dim, C), b (C,))`` with ``head.predict_proba(Z) == softmax(Z @ W + b)``, or None when ``head`` is not
+    of that form.
+
+    Recognised: a fitted :class:`~sklearn.pipeline.Pipeline` of :class:`~sklearn.preprocessing.StandardScaler`
+    steps ending in a :class:`~sklearn.linear_model.LogisticRegression` or a :class:`SharedCovarianceClassifier`
+    (the heads of :func:`prodcat.models.make_head`), or either estimator alone; the scaler is folded into the map.
+    The map is checked against ``head.predict_proba`` on a few probe rows (within ``tol``): a solver or version
+    whose probabilities are not a softmax of the decision function (one-vs-rest normalisation) gives None.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    steps = [s for _, s in head.steps] if isinstance(head, Pipeline) else [head]
+    *scalers, final = steps
+    if not all(isinstance(s, StandardScaler) for s in scalers) or not hasattr(final, "coef_"):
+        return None
+    if isinstance(final, SharedCovarianceClassifier):
+        W, b = final.coef_ / final.temperature_, final.intercept_ / final.temperature_
+    elif isinstance(final, LogisticRegression):
+        coef, icpt = np.asarray(final.coef_, dtype=np.float64), np.asarray(final.intercept_, dtype=np.float64)
+        if coef.shape[0] == 1:  # binary: [1 - s(z), s(z)] = softmax([0, z])
+            coef, icpt = np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], icpt])
+        W, b = coef.T, icpt
+    else:
+        return None
+    W, b = np.asarray(W, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if W.shape[0] != dim:
+        return None
+    for scaler in reversed(scalers):  # z = (x - mean) / scale  ->  x @ (W / scale) + (b - (mean / scale) @ W)
+        scale = scaler.scale_ if scaler.with_std else np.ones(dim)
+        shift = scaler.mean_ if scaler.with_mean else np.zeros(dim)
+        b = b - (shift / scale) @ W
+        W = W / scale[:, None]
+    center = scalers[0].mean_ if scalers and scalers[0].mean_ is not None else np.zeros(dim)
+    spread = scalers[0].scale_ if scalers and scalers[0].scale_ is not None else np.ones(dim)
+    probe = center + spread * np.random.default_rng(0).standard_normal((4, dim))
+    if not np.allclose(head.predict_proba(probe), softmax(probe @ W + b, axis=1), rtol=0, atol=tol):
+        return None
+    return W, b

@@ -331,9 +331,26 @@ class EmbeddingClassifier(MissingModalityMixin, ClassifierMixin, BaseEstimator):
         """What the head reads: ``embed(X)``, the vectors and the mask of rows with an item."""
         return self.embed(X)
 
-    def proba_from_inputs(self, inputs: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """``(proba (n, C), mask (n,))`` from :meth:`model_inputs`' output (this model's head, its prior)."""
+    def proba_from_inputs(
+        self, inputs: tuple[np.ndarray, np.ndarray], head_proba: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(proba (n, C), mask (n,))`` from :meth:`model_inputs`' output (this model's head, its prior).
+
+        ``head_proba``: the head's probabilities on the rows with an item (``(mask.sum(), len(head_.classes_))``),
+        when the caller computed them (:meth:`linear_head`); the head is not run again."""
         check_is_fitted(self, "classes_")
         Z, ok = inputs
         rows = np.flatnonzero(ok)
+        if head_proba is not None and self.head_ is not None:
+            return self._proba_with_prior(len(Z), rows, head_proba, self.head_.classes_), ok
         return self._head_proba(len(Z), rows, self.head_, Z[rows]), ok
+
+    def linear_head(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The fitted head as ``(W (d, C'), b (C',))`` with ``head_.predict_proba(Z) == softmax(Z @ W + b)`` over
+        ``head_.classes_`` (standardiser folded in; :func:`prodcat.heads.softmax_affine`), or None (an MLP head,
+        no head). :class:`prodcat.folds.FoldEnsemble` runs its K members' heads as one matrix product with it."""
+        from prodcat.heads import softmax_affine
+
+        check_is_fitted(self, "classes_")
+        dim = getattr(self.head_, "n_features_in_", None)
+        return None if self.head_ is None or dim is None else softmax_affine(self.head_, int(dim))
