@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     text = pd.DataFrame({"id": ["a"], "title": [first["title"]], "description": [""], "image": [None]})
     both = text.assign(image=[photo])
     out: dict[str, object] = {"load_average": os.getloadavg()[0]}
-    for name, frame in (("text_only", text), ("text_and_photo", both)):
+    for name, frame in (("text_only", text), ("text_and_photo", both)) if args.calls else ():
         for _ in range(10):
             predictor.predict_frame(frame)
         wall, cpu = _per_call(lambda f=frame: predictor.predict_frame(f), args.calls)
@@ -105,6 +105,7 @@ def photo_batch(predictor: Any, catalog: Path, args: argparse.Namespace) -> dict
     df, _ = read_catalog(catalog, text_columns=["title"])
     df = df.head(args.photo_batch).reset_index(drop=True)
     image = next(est for _, role, est in predictor.model.models if role == "image")
+    image = getattr(image, "estimators_", [image])[0]  # fold models (FoldEnsemble): one member's encoder
     image.cache_dir = None
     runs = []
     for _ in range(args.repeats):

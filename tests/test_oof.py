@@ -79,6 +79,36 @@ def test_align_proba_fills_absent_classes() -> None:
     np.testing.assert_allclose(out, [[0.0, 0.4, 0.6]])
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_align_proba_places_each_column_under_its_class(seed: int) -> None:
+    """Any order of the target classes (sorted or not), any subset of model classes, strings or integers: each
+    column lands under its own class, the rest are 0, and the result is a new float64 array."""
+    rng = np.random.default_rng(seed)
+    classes = rng.permutation(np.array([f"c{i}" for i in range(40)]))
+    if seed % 2:
+        classes = rng.permutation(np.arange(40) * 7)
+    model_classes = rng.permutation(classes)[: rng.integers(1, 41)]
+    proba = rng.random((6, len(model_classes))).astype(np.float32)
+    out = align_proba(proba, model_classes, classes)
+    for j, c in enumerate(model_classes):
+        np.testing.assert_array_equal(out[:, list(classes).index(c)], proba[:, j])
+    absent = ~np.isin(classes, model_classes)
+    assert out.dtype == np.float64 and (out[:, absent] == 0).all()
+    full = rng.random((6, 40))
+    same = align_proba(full, classes, classes)  # classes already in place: a copy
+    np.testing.assert_array_equal(same, full)
+    assert not np.shares_memory(same, full)
+
+
+def test_align_proba_names_a_class_it_cannot_place() -> None:
+    with pytest.raises(KeyError, match="z"):
+        align_proba(np.ones((1, 2)) / 2, np.array(["a", "z"]), np.array(["a", "b"]))
+    with pytest.raises(KeyError):
+        align_proba(np.ones((1, 1)), np.array([5]), np.array([1, 2]))
+    mixed = np.array([1, "a"], dtype=object)  # labels that do not sort together
+    np.testing.assert_allclose(align_proba(np.array([[0.3, 0.7]]), mixed[::-1], mixed), [[0.7, 0.3]])
+
+
 def test_oof_cache_hit_skips_fold_training(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     y = np.repeat(["a", "b"], 15)
