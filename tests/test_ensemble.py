@@ -41,6 +41,43 @@ def test_weights_change_the_vote() -> None:
     assert majority_vote(votes, n_classes=2, weights=[3, 1, 1])[0] == 0
 
 
+def _dense_vote(votes: np.ndarray, C: int, probas: np.ndarray | None, w: np.ndarray) -> np.ndarray:
+    """The rule written out over every class: weighted tally, classes within 1e-9 of the top count tie, the
+    largest summed probability among them wins, then the first class."""
+    n = votes.shape[1]
+    counts = np.zeros((n, C))
+    for j in range(len(votes)):
+        counts[np.arange(n), votes[j]] += w[j]
+    tied = np.abs(counts - counts.max(1, keepdims=True)) <= 1e-9
+    if probas is None:
+        return tied.argmax(1)
+    return np.where(tied, np.einsum("k,knc->nc", w, probas), -np.inf).argmax(1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    k=st.integers(1, 6),
+    n=st.integers(1, 30),
+    C=st.integers(1, 8),
+    seed=st.integers(0, 2**16),
+    with_probas=st.booleans(),
+    weighted=st.booleans(),
+)
+def test_majority_vote_matches_the_rule_over_every_class(
+    k: int, n: int, C: int, seed: int, with_probas: bool, weighted: bool
+) -> None:
+    """The vote looks only at the classes someone voted for; it must pick what the rule over all C classes picks
+    (few classes and voters: many ties, equal weights and equal probability sums included)."""
+    rng = np.random.default_rng(seed)
+    votes = rng.integers(0, C, size=(k, n))
+    w = rng.choice([0.5, 1.0, 2.0], size=k) if weighted else np.ones(k)
+    probas = None
+    if with_probas:
+        probas = rng.choice([0.0, 0.25, 0.5], size=(k, n, C))  # coarse values: equal sums happen
+    got = majority_vote(votes, n_classes=C, probas=probas, weights=w)
+    np.testing.assert_array_equal(got, _dense_vote(votes, C, probas, w))
+
+
 def test_vote_errors() -> None:
     with pytest.raises(ValueError, match="k voters"):
         majority_vote(np.array([0, 1]))

@@ -49,17 +49,24 @@ def majority_vote(
         raise ValueError(f"weights must be {k} non-negative numbers")
     if votes.size and (votes.min() < 0 or votes.max() >= C):
         raise ValueError(f"vote indices must lie in [0, {C})")
-    counts = np.zeros((n, C))
-    np.add.at(counts, (np.broadcast_to(np.arange(n), (k, n)), votes), w[:, None])  # (n, C) weighted votes
-    top = counts.max(1, keepdims=True) if n else counts
-    tied = np.isclose(counts, top, rtol=0, atol=1e-9)
     if probas is not None:
         probas = np.asarray(probas, dtype=np.float64)
         if probas.shape != (k, n, C):
             raise ValueError(f"probas must have shape {(k, n, C)}, got {probas.shape}")
-        summed = np.einsum("k,knc->nc", w, probas)
-        return np.where(tied, summed, -np.inf).argmax(1)
-    return tied.argmax(1)  # first tied class
+    if not n:
+        return np.zeros(0, dtype=np.int64)
+    # Only the (at most k) classes someone voted for can win: everything is computed on them, O(k^2 n) whatever
+    # the class count (a dense (n, C) tally cost several (n, C) passes at thousands of classes).
+    same = votes[:, None, :] == votes[None, :, :]  # (k, k, n): voter j voted as voter i
+    count = np.einsum("j,ijn->in", w, same)  # (k, n) weighted votes for voter i's class
+    tied = np.isclose(count, count.max(0), rtol=0, atol=1e-9)
+    if probas is not None:  # summed probability of voter i's class, over the voters j
+        picked = probas[
+            np.arange(k)[:, None, None], np.arange(n)[None, None, :], votes[None, :, :]
+        ]  # (j, i, n)
+        score = np.where(tied, np.einsum("j,jin->in", w, picked), -np.inf)
+        tied = score == score.max(0)
+    return np.where(tied, votes, C).min(0)  # among the best, the first class
 
 
 def vote_probas(
@@ -79,7 +86,7 @@ def vote_probas(
     if P.ndim != 3:
         raise ValueError(f"probas must be k arrays of shape (n, C), got shape {P.shape}")
     w = np.ones(len(P)) if weights is None else np.asarray(weights, dtype=np.float64)
-    mean = np.einsum("k,knc->nc", w, P) / w.sum()
+    mean = np.tensordot(w, P, axes=1) / w.sum()  # one BLAS product over the voters
     if voting == "soft":
         return mean.argmax(1), mean
     if voting != "hard":

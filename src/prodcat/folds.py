@@ -26,7 +26,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.special import softmax
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, _num_samples, check_is_fitted, column_or_1d
@@ -141,9 +140,10 @@ class FoldEnsemble(ClassifierMixin, BaseEstimator):
             W, b, bounds = stack
             inputs = self.estimators_[0].model_inputs(X)
             Z, ok = inputs
-            logits = np.asarray(Z[np.flatnonzero(ok)], dtype=W.dtype) @ W + b
+            logits = np.asarray(Z[np.flatnonzero(ok)], dtype=W.dtype) @ W
+            logits += b
             for member, (lo, hi) in zip(self.estimators_, bounds, strict=True):
-                head = softmax(logits[:, lo:hi].astype(np.float64), axis=1)
+                head = _softmax_inplace(logits[:, lo:hi])
                 yield (member, *member.proba_from_inputs(inputs, head_proba=head))
             return
         shared: dict[Any, Any] = {}
@@ -223,6 +223,15 @@ class FoldEnsemble(ClassifierMixin, BaseEstimator):
         if inner is not None:
             tags.input_tags = inner.input_tags
         return tags
+
+
+def _softmax_inplace(z: np.ndarray) -> np.ndarray:
+    """Row softmax of ``z`` computed in ``z``'s own memory and dtype (a float32 view of the stacked logits: no
+    float64 copy of an (n, C) block per member, about half the time of scipy's at thousands of classes)."""
+    z -= z.max(axis=1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=1, keepdims=True)
+    return z
 
 
 def set_runtime(est: Any, **params: Any) -> None:

@@ -31,10 +31,14 @@ def class_prior(y: Any, classes: np.ndarray, sample_weight: np.ndarray | None = 
 def expand_proba(proba: np.ndarray, model_classes: np.ndarray, classes: np.ndarray) -> np.ndarray:
     """Place columns of ``proba`` (n, len(model_classes)) into ``classes`` order (absent classes get 0) and
     renormalise rows in float64."""
-    out = np.zeros((proba.shape[0], len(classes)), dtype=np.float64)
-    out[:, np.searchsorted(classes, model_classes)] = proba
+    if len(model_classes) == len(classes) and np.array_equal(model_classes, classes):
+        out = np.array(proba, dtype=np.float64)  # the usual case: no scatter over columns
+    else:
+        out = np.zeros((proba.shape[0], len(classes)), dtype=np.float64)
+        out[:, np.searchsorted(classes, model_classes)] = proba
     total = out.sum(axis=1, keepdims=True)  # float32 heads drift ~1e-7 from 1
-    return out / np.where(total > 0, total, 1.0)
+    out /= np.where(total > 0, total, 1.0)
+    return out
 
 
 class MissingModalityMixin:
@@ -60,9 +64,11 @@ class MissingModalityMixin:
     ) -> np.ndarray:
         """(n, C) float64 in ``classes_`` order: ``rows_proba`` (len(rows), columns ``rows_classes``, default
         ``classes_``) at ``rows``, ``prior_`` on every other row (and on all rows when ``rows_proba`` is None)."""
+        classes = self.classes_ if rows_classes is None else rows_classes
+        if rows_proba is not None and len(rows) == n:  # every row has its input: no prior rows to fill
+            return expand_proba(rows_proba, classes, self.classes_)
         proba = np.tile(self.prior_, (n, 1))
         if rows_proba is not None and len(rows):
-            classes = self.classes_ if rows_classes is None else rows_classes
             proba[rows] = expand_proba(rows_proba, classes, self.classes_)
         return proba
 
