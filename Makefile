@@ -49,7 +49,8 @@ bench:  ## all benchmarks on ../shared/data (long; about 2 h on 2 cores); result
 	$(PY) benchmarks/bench_report.py --out bench-output/report331 --json bench-output/report331.json
 	$(PY) benchmarks/bench_serve.py --model $(or $(MODEL),bench-output/pipeline/model-full) --json bench-output/serve.json
 	$(PY) benchmarks/bench_classes.py --sizes 55,1000,331 --keep-in bench-output/classes-work --jsonl bench-output/classes.jsonl
-	$(PY) benchmarks/bench_classes.py --no-warm --sizes 3000 --min-rows 5 --repeat 2 --folds 3000:3 --jsonl bench-output/classes.jsonl
+	$(PY) benchmarks/bench_classes.py --no-warm --sizes 55,3000 --min-rows 5 --repeat 2 --folds 3000:3 --keep-in bench-output/classes-predict --jsonl bench-output/classes.jsonl
+	OMP_NUM_THREADS=1 $(PY) benchmarks/bench_class_predict.py bench-output/classes-predict/55/bundle bench-output/classes-predict/3000/bundle --json bench-output/class-predict.json
 	$(PY) benchmarks/bench_class_fusion.py bench-output/classes-work/331 --jsonl bench-output/class_fusion.jsonl
 	$(PY) benchmarks/bench_class_memory.py --rows 10000 --classes 1000 --folds 3 > bench-output/class_memory.txt
 	$(PY) benchmarks/bench_heads.py --json bench-output/heads.json
