@@ -20,6 +20,7 @@ embedding model's vectors: the same backbone on the same columns) share one comp
 from __future__ import annotations
 
 import itertools
+import weakref
 from collections.abc import Iterator
 from numbers import Integral
 from typing import Any, ClassVar
@@ -45,6 +46,11 @@ def _take(X: Any, idx: np.ndarray) -> Any:
     elif not isinstance(X, list) and not hasattr(X, "iloc") and not hasattr(X, "shape"):
         X = np.asarray(X)  # other array-likes
     return _safe_indexing(X, idx)
+
+
+#: Each fitted FoldEnsemble's stacked heads (:meth:`FoldEnsemble._linear_stack`), with the ids of the members they
+#: were built from; an entry goes with its ensemble.
+_STACKS: weakref.WeakKeyDictionary[Any, tuple[tuple[int, ...], Any]] = weakref.WeakKeyDictionary()
 
 
 class FoldEnsemble(ClassifierMixin, BaseEstimator):
@@ -165,13 +171,14 @@ class FoldEnsemble(ClassifierMixin, BaseEstimator):
     def _linear_stack(self) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]] | None:
         """The members' heads side by side, when every member reads the same inputs (one ``inputs_key``) and has
         a linear softmax head (:meth:`prodcat.models.EmbeddingClassifier.linear_head`): ``(W (d, sum C_k), b,
-        column range of each member)``; else None. Built once per fitted ensemble and kept out of the bundle
-        (``prodcat.safe_io.RUNTIME_ATTRS``). The probabilities are the members' own (mean of their softmaxes, not
+        column range of each member)``; else None. Built on the first prediction of a fitted ensemble and kept
+        beside it (:data:`_STACKS`), never in its ``__dict__``: prediction leaves the estimator as it was
+        (scikit-learn's contract) and the bundle never holds it. The probabilities are the members' own (mean of their softmaxes, not
         a pool of their logits), so what the fusion and calibration learnt from is unchanged; the gain is one
         product of ``d x K*C`` instead of K pipelines, at thousands of classes most of a prediction's cost."""
         members = self.estimators_
         ids = tuple(id(m) for m in members)
-        cached = self.__dict__.get("_linear_stack_")
+        cached = _STACKS.get(self)
         if cached is not None and cached[0] == ids:
             return cached[1]
         stack = None
@@ -190,7 +197,7 @@ class FoldEnsemble(ClassifierMixin, BaseEstimator):
                     np.concatenate([b for _, b in heads]).astype(self.STACK_DTYPE),
                     list(itertools.pairwise(edges)),
                 )
-        self.__dict__["_linear_stack_"] = (ids, stack)
+        _STACKS[self] = (ids, stack)
         return stack
 
     @staticmethod

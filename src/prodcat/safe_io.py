@@ -22,9 +22,8 @@ import zipfile
 from collections.abc import Iterator
 from typing import Any
 
-# Fitted attributes that hold live resources (ONNX sessions, encoders) or what is derived from the fitted state
-# for speed (a FoldEnsemble's stacked heads); rebuilt on first use after loading.
-RUNTIME_ATTRS = ("embedder_", "_linear_stack_")
+# Fitted attributes that hold live resources (ONNX sessions, encoders); rebuilt on first use after loading.
+RUNTIME_ATTRS = ("embedder_",)
 
 _CONTAINERS = {
     "DictNode": {"builtins.dict"},
