@@ -112,3 +112,72 @@ def test_hash_set_finds_every_member_across_merges() -> None:
         members.add(values[start : min(start + 37, 4000)])
     assert len(members) == 4000
     assert members.contains(values[:4000]).all() and not members.contains(values[4000:]).any()
+
+
+def test_memory_the_csv_reader_holds_does_not_grow_with_the_file(tmp_path: Path) -> None:
+    """pyarrow's streaming reader reads ahead on its own thread: what it holds is bounded by the block size, not
+    by the file (it held 4 MB blocks x 34, or the whole file below that, while one batch was being predicted)."""
+    import time
+
+    import pyarrow as pa
+
+    from prodcat.stream import CSV_BLOCK_BYTES, CSV_READAHEAD_BLOCKS
+
+    bound = (CSV_READAHEAD_BLOCKS + 4) * CSV_BLOCK_BYTES  # plus the blocks being parsed and one batch
+    note = "n" * 4000
+    rows = 2 * bound // len(note)  # a file twice the bound
+    path = tmp_path / "big.csv"
+    with path.open("w") as fh:
+        fh.write("id,title,notes\n")
+        for start in range(0, rows, 1000):
+            fh.write("".join(f"p{i},Item {i},{note}\n" for i in range(start, min(start + 1000, rows))))
+    before = pa.total_allocated_bytes()
+    batches = iter(open_catalog(path, batch_rows=256))
+    first = next(batches)
+    held = [pa.total_allocated_bytes() - before]
+    for _ in range(20):  # the reader fills its queue in the background: watch it for a while
+        time.sleep(0.05)
+        held.append(pa.total_allocated_bytes() - before)
+    assert len(first) == 256
+    assert max(held) <= bound, f"{max(held) >> 20} MB held for a {path.stat().st_size >> 20} MB file"
+    assert sum(len(b) for b in batches) == rows - 256
+
+
+def test_a_record_longer_than_a_block_is_read_with_larger_blocks(tmp_path: Path) -> None:
+    from prodcat.stream import CSV_BLOCK_BYTES
+
+    long_text = "word " * (2 * CSV_BLOCK_BYTES // 5)  # twice a block
+    raw = pd.DataFrame(
+        {
+            "id": [f"p{i}" for i in range(40)],
+            "title": [long_text if i == 25 else f"Item {i}\nsecond line" for i in range(40)],
+        }
+    )
+    records = [raw.iloc[[i]].to_csv(index=False, header=False) for i in range(len(raw))]
+    (tmp_path / "clean.csv").write_text("id,title\n" + "".join(records))
+    whole = read_catalog(tmp_path / "clean.csv")[0]  # what a whole-file read makes of the same rows
+    records.insert(3, "bad,record,extra\n")  # a malformed record before the long one (file row 3)
+    records.insert(30, "bad2,again,extra\n")  # and one after it (file row 30)
+    path = tmp_path / "c.csv"
+    path.write_text("id,title\n" + "".join(records))
+    stream = open_catalog(path, batch_rows=8)
+    got = pd.concat(list(stream), ignore_index=True)
+    assert got["id"].tolist() == raw["id"].tolist()
+    assert got["title"].tolist() == whole["title"].tolist()
+    assert got["_row"].tolist() == [r for r in range(42) if r not in (3, 30)]
+    assert [r.split(":")[0] for r in stream.report.rejected] == ["row 3", "row 30"]
+
+
+def test_a_record_longer_than_the_largest_block_fails_clearly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import prodcat.stream as stream_module
+
+    monkeypatch.setattr(stream_module, "CSV_BLOCK_BYTES", 1 << 10)
+    monkeypatch.setattr(stream_module, "CSV_MAX_BLOCK_BYTES", 4 << 10)
+    path = tmp_path / "c.csv"
+    short = [f"p{i},t\n" for i in range(300)]
+    short.insert(100, "bad,record,extra\n")  # row 100: malformed, so the long record is row 301
+    path.write_text("id,title\n" + "".join(short) + "p300," + "x" * 20000 + "\n")
+    with pytest.raises(CatalogError, match="row 301 is longer than 4,096 bytes"):
+        list(open_catalog(path, batch_rows=64))

@@ -41,7 +41,17 @@ from prodcat.catalog import (
     to_schema,
 )
 
-CSV_BLOCK_BYTES = 4 << 20  # bytes pyarrow parses at a time (one block is held, plus one output batch)
+#: Bytes pyarrow reads and parses at a time. Its streaming CSV reader reads ahead in a background thread, up to
+#: :data:`CSV_READAHEAD_BLOCKS` blocks whatever the consumer's pace (pyarrow has no option for it), so the block
+#: size is what bounds the reader's memory: about 34 MB at 1 MB blocks; at the former 4 MB it was ~136 MB for any
+#: file over ~136 MB and the whole file below that, which made peak memory step up with the catalog's size.
+CSV_BLOCK_BYTES = 1 << 20
+#: Blocks pyarrow's streaming CSV reader holds read ahead (measured with pyarrow 26: 32 queued plus the ones
+#: being parsed; its ``MakeBackgroundGenerator`` queue).
+CSV_READAHEAD_BLOCKS = 34
+#: A record longer than a block makes pyarrow fail ("straddling object"); the file is then read again with
+#: blocks 4 times as large (the rows already yielded are skipped), up to this size.
+CSV_MAX_BLOCK_BYTES = 16 << 20
 
 
 class CatalogStream:
@@ -260,17 +270,18 @@ def inspect_file(
     return FileLayout(cmap, names, read, sep, total)
 
 
-def csv_options(layout: FileLayout, *, encoding: str | None) -> dict[str, Any]:
+def csv_options(
+    layout: FileLayout, *, encoding: str | None, block_size: int = 4 * CSV_BLOCK_BYTES
+) -> dict[str, Any]:
     """pyarrow CSV reader options for a file of ``layout``: its separator, values spanning lines, every read
     column as bytes (decoded by :func:`decode_table`, so one bad cell costs only its row), empty cells null, a
-    malformed record skipped (and counted by the caller's ``invalid_row_handler``)."""
+    malformed record skipped (and counted by the caller's ``invalid_row_handler``); ``block_size`` bytes parsed at
+    a time (the local stream passes its own, see :data:`CSV_BLOCK_BYTES`)."""
     import pyarrow as pa
     import pyarrow.csv as pv
 
     return {
-        "read_options": pv.ReadOptions(
-            block_size=CSV_BLOCK_BYTES, encoding=encoding or "utf8", use_threads=False
-        ),
+        "read_options": pv.ReadOptions(block_size=block_size, encoding=encoding or "utf8", use_threads=False),
         "parse_options": pv.ParseOptions(delimiter=layout.delimiter, newlines_in_values=True),
         "convert_options": pv.ConvertOptions(
             column_types=dict.fromkeys(layout.read, pa.binary()),
@@ -317,37 +328,42 @@ def _csv_batches(
 ) -> Iterator[tuple[pd.DataFrame, np.ndarray, list[str]]]:
     """Raw batches of ``batch_rows`` rows (strings, NaN where empty), their file row numbers, and the rows left
     out (a malformed record; a cell that is not valid UTF-8). Cells are read as bytes and decoded here, so one bad
-    cell costs its row, not the file."""
+    cell costs its row, not the file. Blocks of :data:`CSV_BLOCK_BYTES`; a record longer than that makes the file
+    be read again with larger blocks from where it stopped (:data:`CSV_MAX_BLOCK_BYTES`)."""
     import pyarrow as pa
-    import pyarrow.csv as pv
 
-    malformed: list[tuple[int, str]] = []  # (file row, why), in file order
-
-    def on_invalid(row: Any) -> str:
-        where = row.number - 2 if row.number is not None else -1  # record number counts the header as 1
-        malformed.append((where, f"{row.actual_columns} fields where the header has {row.expected_columns}"))
-        return "skip"
-
-    options = csv_options(layout, encoding=encoding)
-    options["parse_options"].invalid_row_handler = on_invalid
-    reader = pv.open_csv(path, **options)
+    malformed: list[tuple[int, str]] = []  # (file row, why), in file order; rebuilt by each pass
     done = 0  # good records yielded so far
     reported = 0  # malformed records reported so far
-    pending: list[Any] = []
-    for table in _rebatch(reader, batch_rows, pending, pa, path):
-        bad = np.array([r for r, _ in malformed], dtype=np.int64)
-        ordinal = np.arange(done, done + table.num_rows)
-        # a good record's file row: its ordinal plus the malformed records before it
-        rows = ordinal + np.searchsorted(bad - np.arange(len(bad)), ordinal, side="right")
-        done += table.num_rows
-        upto = rows[-1] if len(rows) else -1
-        rejected = [f"row {r}: malformed record ({why})" for r, why in malformed[reported:] if r <= upto]
-        reported += len(rejected)
-        frame, undecodable = decode_table(table, encoding)
-        rejected += [f"row {rows[i]}: {why}" for i, why in undecodable.items()]
-        keep = np.ones(len(frame), dtype=bool)
-        keep[list(undecodable)] = False
-        yield frame[keep], rows[keep], rejected
+    block = CSV_BLOCK_BYTES
+    while True:
+        malformed.clear()
+        try:
+            reader = _open_csv(path, layout, encoding, block, malformed)
+            for table in _rebatch(reader, batch_rows, skip=done, pa=pa, path=path):
+                bad = np.array([r for r, _ in malformed], dtype=np.int64)
+                ordinal = np.arange(done, done + table.num_rows)
+                # a good record's file row: its ordinal plus the malformed records before it
+                rows = ordinal + np.searchsorted(bad - np.arange(len(bad)), ordinal, side="right")
+                done += table.num_rows
+                upto = rows[-1] if len(rows) else -1
+                rejected = [
+                    f"row {r}: malformed record ({why})" for r, why in malformed[reported:] if r <= upto
+                ]
+                reported += len(rejected)
+                frame, undecodable = decode_table(table, encoding)
+                rejected += [f"row {rows[i]}: {why}" for i, why in undecodable.items()]
+                keep = np.ones(len(frame), dtype=bool)
+                keep[list(undecodable)] = False
+                yield frame[keep], rows[keep], rejected
+            break
+        except _RecordTooLong as e:
+            if block >= CSV_MAX_BLOCK_BYTES:
+                raise CatalogError(
+                    f"{path}: row {e.records + len(malformed)} is longer than {CSV_MAX_BLOCK_BYTES:,} bytes, "
+                    f"the most one parse block holds ({e})"
+                ) from None
+            block *= 4  # the records yielded so far are read again and skipped
     if reported < len(malformed):  # malformed records after the last good one
         yield (
             pd.DataFrame(columns=layout.read),
@@ -356,11 +372,55 @@ def _csv_batches(
         )
 
 
-def _rebatch(reader: Any, batch_rows: int, pending: list[Any], pa: Any, path: Path) -> Iterator[Any]:
-    """pyarrow's record batches (sized in bytes) regrouped into tables of ``batch_rows`` rows."""
+class _RecordTooLong(Exception):
+    """pyarrow met a record longer than its block size after ``records`` good records."""
+
+    def __init__(self, message: str, records: int = 0) -> None:
+        super().__init__(message)
+        self.records = records
+
+
+def _open_csv(
+    path: Path, layout: FileLayout, encoding: str | None, block: int, malformed: list[tuple[int, str]]
+) -> Any:
+    """pyarrow's streaming reader of ``path`` in blocks of ``block`` bytes; malformed records are skipped and
+    appended to ``malformed``. (It reads the first block now.)"""
+    import pyarrow as pa
+    import pyarrow.csv as pv
+
+    def on_invalid(row: Any) -> str:
+        where = row.number - 2 if row.number is not None else -1  # record number counts the header as 1
+        malformed.append((where, f"{row.actual_columns} fields where the header has {row.expected_columns}"))
+        return "skip"
+
+    options = csv_options(layout, encoding=encoding, block_size=block)
+    options["parse_options"].invalid_row_handler = on_invalid
+    try:
+        return pv.open_csv(path, **options)
+    except (pa.ArrowInvalid, UnicodeDecodeError) as e:
+        raise _csv_error(e, path) from e
+
+
+def _csv_error(e: Exception, path: Path, records: int = 0) -> Exception:
+    """``e`` as a :class:`~prodcat.catalog.CatalogError`, or :class:`_RecordTooLong` when pyarrow met a record
+    longer than a block after ``records`` good records."""
+    if "straddl" in str(e):  # pyarrow: "straddling object straddles two block boundaries"
+        return _RecordTooLong(str(e), records)
+    return CatalogError(f"{path}: cannot read as a table: {e}")
+
+
+def _rebatch(reader: Any, batch_rows: int, *, skip: int, pa: Any, path: Path) -> Iterator[Any]:
+    """pyarrow's record batches (sized in bytes) regrouped into tables of ``batch_rows`` rows, the first ``skip``
+    records left out."""
+    pending: list[Any] = []
     buffered = 0
+    records = 0  # read from the file, skipped ones included
     try:
         for batch in reader:
+            records += batch.num_rows
+            if skip:
+                drop = min(skip, batch.num_rows)
+                batch, skip = batch.slice(drop), skip - drop
             pending.append(batch)
             buffered += batch.num_rows
             while buffered >= batch_rows:
@@ -370,7 +430,7 @@ def _rebatch(reader: Any, batch_rows: int, pending: list[Any], pa: Any, path: Pa
                 pending[:] = rest.to_batches()
                 buffered = rest.num_rows
     except (pa.ArrowInvalid, UnicodeDecodeError) as e:
-        raise CatalogError(f"{path}: cannot read as a table: {e}") from e
+        raise _csv_error(e, path, records) from e
     if buffered:
         yield pa.Table.from_batches(pending)
 
