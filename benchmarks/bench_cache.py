@@ -2,9 +2,12 @@
 
 Builds (once) a synthetic embedding cache of ``--chunks`` chunk files of 4,096 keys each (16-d vectors), then
 looks up ``--batches`` batches of ``--batch`` keys, each batch found in one chunk, as a streaming prediction over
-a cached catalog does, and prints the mean seconds per lookup. Run it against two code trees with farm-bench:
+a cached catalog does, and prints the mean seconds per lookup. Run it against two code trees, the two whole
+processes in turn a few times, each under ``/usr/bin/time -v`` (time and peak memory), and take the ratios pair
+by pair:
 
-    farm-bench --vs "PYTHONPATH=OLD/src python benchmarks/bench_cache.py" "PYTHONPATH=src python benchmarks/bench_cache.py"
+    /usr/bin/time -v env PYTHONPATH=OLD/src python benchmarks/bench_cache.py   # B
+    /usr/bin/time -v env PYTHONPATH=src python benchmarks/bench_cache.py       # A
 """
 
 from __future__ import annotations

@@ -2,11 +2,11 @@
 
 Loads the fusion state of a trained bundle (``fusion.json`` + ``fusion.safetensors``, no skops, no encoders) and
 predicts ``--rows`` rows of random class-probability vectors (one Dirichlet draw per model block) in batches of
-``--batch`` rows, as ``prodcat predict`` does chunk by chunk. Run it against two code trees with farm-bench, which
-reports each whole process's time and peak memory:
+``--batch`` rows, as ``prodcat predict`` does chunk by chunk. Run it against two code trees, the two whole
+processes in turn a few times, each under ``/usr/bin/time -v`` (time and peak memory), ratios pair by pair:
 
-    farm-bench --vs "env PYTHONPATH=OLD/src python benchmarks/bench_fuser_batch.py MODEL" \\
-        -- env PYTHONPATH=src python benchmarks/bench_fuser_batch.py MODEL
+    /usr/bin/time -v env PYTHONPATH=OLD/src python benchmarks/bench_fuser_batch.py MODEL   # B
+    /usr/bin/time -v env PYTHONPATH=src python benchmarks/bench_fuser_batch.py MODEL       # A
 """
 
 from __future__ import annotations
