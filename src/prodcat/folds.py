@@ -173,9 +173,10 @@ class FoldEnsemble(ClassifierMixin, BaseEstimator):
         a linear softmax head (:meth:`prodcat.models.EmbeddingClassifier.linear_head`): ``(W (d, sum C_k), b,
         column range of each member)``; else None. Built on the first prediction of a fitted ensemble and kept
         beside it (:data:`_STACKS`), never in its ``__dict__``: prediction leaves the estimator as it was
-        (scikit-learn's contract) and the bundle never holds it. The probabilities are the members' own (mean of their softmaxes, not
-        a pool of their logits), so what the fusion and calibration learnt from is unchanged; the gain is one
-        product of ``d x K*C`` instead of K pipelines, at thousands of classes most of a prediction's cost."""
+        (scikit-learn's contract) and the bundle never holds it. The probabilities are the members' own (mean of
+        their softmaxes, not a pool of their logits), so what the fusion and calibration learnt from is unchanged;
+        the gain is one product of ``d x K*C`` instead of K pipelines, at thousands of classes most of a
+        prediction's cost."""
         members = self.estimators_
         ids = tuple(id(m) for m in members)
         cached = _STACKS.get(self)
