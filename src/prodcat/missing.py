@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from prodcat.probability import align_proba
+
 
 def class_prior(y: Any, classes: np.ndarray, sample_weight: np.ndarray | None = None) -> np.ndarray:
     """(C,) weighted class frequencies of ``y`` in ``classes`` order (sums to 1); ``classes`` sorted, every label of
@@ -31,11 +33,7 @@ def class_prior(y: Any, classes: np.ndarray, sample_weight: np.ndarray | None = 
 def expand_proba(proba: np.ndarray, model_classes: np.ndarray, classes: np.ndarray) -> np.ndarray:
     """Place columns of ``proba`` (n, len(model_classes)) into ``classes`` order (absent classes get 0) and
     renormalise rows in float64."""
-    if len(model_classes) == len(classes) and np.array_equal(model_classes, classes):
-        out = np.array(proba, dtype=np.float64)  # the usual case: no scatter over columns
-    else:
-        out = np.zeros((proba.shape[0], len(classes)), dtype=np.float64)
-        out[:, np.searchsorted(classes, model_classes)] = proba
+    out = align_proba(proba, model_classes, classes)  # a new float64 array
     total = out.sum(axis=1, keepdims=True)  # float32 heads drift ~1e-7 from 1
     out /= np.where(total > 0, total, 1.0)
     return out

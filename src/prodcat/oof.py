@@ -16,6 +16,7 @@ from joblib import Parallel, delayed
 from sklearn.base import clone
 from tqdm.auto import tqdm
 
+from prodcat.probability import align_proba
 from prodcat.splits import kfold_indices
 
 # Estimator parameters that never change predictions; left out of the OOF cache key.
@@ -37,32 +38,6 @@ def _take(X: Any, idx: np.ndarray) -> Any:
     if isinstance(X, pd.DataFrame | pd.Series):
         return X.iloc[idx]
     return X[idx]
-
-
-def align_proba(proba: np.ndarray, model_classes: np.ndarray, classes: np.ndarray) -> np.ndarray:
-    """Re-order/expand ``proba`` (n, len(model_classes)) into ``classes`` order, zeros for absent classes: a new
-    float64 array. ``KeyError`` names a model class that is not among ``classes``.
-
-    Vectorised (one sort and one column scatter; a copy when the classes already match): it runs for every model,
-    fold member and fuser on every prediction call, at thousands of classes too."""
-    model_classes, classes = np.asarray(model_classes), np.asarray(classes)
-    if model_classes.shape == classes.shape and np.array_equal(model_classes, classes):
-        return np.array(proba, dtype=np.float64)
-    try:
-        order = np.argsort(classes, kind="stable")
-        at = np.searchsorted(classes, model_classes, sorter=order)
-        found = at < len(classes)
-        found[found] = classes[order[at[found]]] == model_classes[found]
-        cols = order[np.minimum(at, len(classes) - 1)]
-    except TypeError:  # labels that do not sort together (object arrays of mixed types)
-        pos = {c: i for i, c in enumerate(classes.tolist())}
-        found = np.array([c in pos for c in model_classes.tolist()], dtype=bool)
-        cols = np.array([pos.get(c, 0) for c in model_classes.tolist()], dtype=np.intp)
-    if not found.all():
-        raise KeyError(model_classes[np.argmin(found)])
-    out = np.zeros((proba.shape[0], len(classes)), dtype=np.float64)
-    out[:, cols] = proba
-    return out
 
 
 def oof_predict_proba(
